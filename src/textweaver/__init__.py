@@ -1,0 +1,16 @@
+"""textweaver: train a small language model on any text you own, then generate text in its style.
+
+Python API::
+
+    from textweaver import train, load
+    train(["novel.txt"], "runs/novel", max_time="3m")
+    model = load("runs/novel")
+    print(model.generate(prompt="Once upon", length=300, temperature=0.8))
+"""
+
+__version__ = "0.1.0"
+
+from textweaver.api import TextModel, load, train  # noqa: E402
+from textweaver.errors import TextweaverError  # noqa: E402
+
+__all__ = ["TextModel", "TextweaverError", "__version__", "load", "train"]

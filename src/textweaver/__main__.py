@@ -1,0 +1,3 @@
+from textweaver.cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""Run directories and checkpoints: atomic writes, checksummed loads, CPU float32 weights.
+
+A run directory holds ``best/`` (lowest validation loss) and ``last/`` (latest state), each
+with ``model.safetensors``, ``config.json`` (architecture, tokenizer summary, training config,
+metrics, format version, file checksums), ``tokenizer.json`` and ``prompts.json`` (start
+sentences for random prompts); ``last/`` also has ``trainer.pt`` (optimizer, RNG and data
+position, for ``--resume``).
+
+A checkpoint is written into a temporary sibling folder and swapped in with renames, so a crash
+at any moment leaves the previous checkpoint loadable (see :func:`_recover`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from textweaver import __version__
+from textweaver.config import ModelConfig
+from textweaver.errors import TextweaverError
+from textweaver.models import LanguageModel, build_model
+from textweaver.tokenizer import Tokenizer, tokenizer_from_json
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG, TOKENIZER, PROMPTS, TRAINER = (
+    "model.safetensors", "config.json", "tokenizer.json", "prompts.json", "trainer.pt",
+)  # fmt: skip
+CHECKSUMMED = (WEIGHTS, TOKENIZER, PROMPTS)
+
+
+@dataclass
+class Checkpoint:
+    directory: Path
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    prompts: list[str]
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self, device: torch.device | str = "cpu") -> LanguageModel:
+        """The model with its trained weights, in eval mode."""
+        model = build_model(self.model_config)
+        state = _load_weights(self.directory / WEIGHTS)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = {"head.weight"} if self.model_config.tie_weights else set()
+        if set(missing) - tied or unexpected:
+            raise TextweaverError(
+                f"{self.directory / WEIGHTS}: weights do not fit the model in config.json "
+                f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}): "
+                "the checkpoint was assembled from different runs"
+            )
+        return model.to(device).eval()
+
+
+def save(
+    directory: Path,
+    model: torch.nn.Module,
+    model_config: ModelConfig,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    *,
+    train_config: dict[str, Any],
+    metrics: dict[str, Any],
+    corpus: dict[str, Any],
+    trainer_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a complete checkpoint to ``directory`` atomically (temp folder + rename)."""
+    _recover(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(_cpu_float_state(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
+        (tmp / PROMPTS).write_text(json.dumps(prompts, ensure_ascii=False, indent=0), encoding="utf-8")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "textweaver_version": __version__,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "model": asdict(model_config),
+            "tokenizer": {"level": tokenizer.level, "vocab_size": len(tokenizer),
+                          "lowercase": tokenizer.lowercase, "normalize": tokenizer.normalize},
+            "train": train_config,
+            "metrics": metrics,
+            "corpus": corpus,
+            "checksums": {name: _sha256(tmp / name) for name in CHECKSUMMED},
+        }  # fmt: skip
+        (tmp / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TextweaverError(
+            f"{directory}: cannot write the checkpoint ({e.strerror or e}); the previous one is intact: "
+            "free disk space or choose another --out"
+        ) from None
+    old = directory.with_name(f".{directory.name}.old")
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    _fsync(directory.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(directory: Path) -> None:
+    """Finish an interrupted swap: if ``directory`` is gone but its ``.old`` copy is whole, restore it."""
+    old = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and (old / CONFIG).is_file():
+        os.replace(old, directory)
+
+
+def resolve(path: str | Path) -> Path:
+    """The checkpoint folder meant by ``path``: a checkpoint itself, or a run's ``best/`` then ``last/``."""
+    p = Path(path)
+    if not p.exists():
+        raise TextweaverError(f"{p}: no such run directory: give the --out folder of a training run")
+    for candidate in (p, p / "best", p / "last"):
+        _recover(candidate)
+        if (candidate / CONFIG).is_file():
+            return candidate
+    raise TextweaverError(
+        f"{p}: not a textweaver checkpoint (no config.json here or in best/ or last/): give a training run's --out folder"
+    )
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read and verify a checkpoint (weights are loaded by :meth:`Checkpoint.build_model`)."""
+    directory = resolve(path)
+    try:
+        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TextweaverError(f"{directory / CONFIG}: unreadable ({e}): restore the checkpoint or retrain") from None
+    version = config.get("format_version") if isinstance(config, dict) else None
+    if not isinstance(version, int):
+        raise TextweaverError(f"{directory / CONFIG}: no format_version: not a textweaver checkpoint")
+    if version > FORMAT_VERSION:
+        raise TextweaverError(
+            f"{directory}: checkpoint format {version} is newer than this textweaver reads ({FORMAT_VERSION}): "
+            "upgrade textweaver (pip install -U textweaver)"
+        )
+    for name, expected in config.get("checksums", {}).items():
+        if not (directory / name).is_file():
+            raise TextweaverError(f"{directory / name}: missing from the checkpoint: restore it or use the other of best/ and last/")
+        if _sha256(directory / name) != expected:
+            raise TextweaverError(
+                f"{directory / name}: corrupted or truncated (checksum differs from config.json): "
+                "restore it, or use the other of best/ and last/"
+            )
+    try:
+        model_config = ModelConfig(**config["model"])
+        tokenizer = tokenizer_from_json((directory / TOKENIZER).read_text(encoding="utf-8"))
+        prompts = json.loads((directory / PROMPTS).read_text(encoding="utf-8"))
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise TextweaverError(f"{directory}: damaged checkpoint ({e}): restore it or retrain") from None
+    if model_config.vocab_size != len(tokenizer):
+        raise TextweaverError(
+            f"{directory}: tokenizer.json has {len(tokenizer)} tokens but the model expects "
+            f"{model_config.vocab_size}: the files come from different runs"
+        )
+    return Checkpoint(
+        directory=directory, model_config=model_config, tokenizer=tokenizer, prompts=list(prompts),
+        train_config=config.get("train", {}), metrics=config.get("metrics", {}), corpus=config.get("corpus", {}),
+    )  # fmt: skip
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    path = directory / TRAINER
+    if not path.is_file():
+        raise TextweaverError(f"{path}: missing, so the run cannot resume: start a new run with another --out")
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for damaged pickles
+        raise TextweaverError(f"{path}: damaged ({type(e).__name__}): resume is impossible; start a new run") from None
+    return state
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TextweaverError(f"{path}: unreadable weights ({e}): restore it, or use the other of best/ and last/") from None
+
+
+def _cpu_float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict as contiguous CPU float32, tied tensors stored once, so it loads anywhere."""
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        t = tensor.detach().to("cpu")
+        out[name] = (t.float() if t.is_floating_point() else t).contiguous().clone()
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

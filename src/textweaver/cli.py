@@ -1,0 +1,220 @@
+"""The ``textweaver`` command: parses options, calls the API, prints. Nothing else lives here.
+
+Errors caused by input print one line (``textweaver: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from textweaver import __version__
+from textweaver.config import DEFAULT_MODEL, DEFAULT_PRESET, MODEL_KINDS, PRESETS, ModelConfig, TrainConfig, parse_duration
+from textweaver.errors import TextweaverError
+
+app = typer.Typer(
+    name="textweaver",
+    help="Train a small language model on any text you own, then generate new text in its style.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+# Typer may bundle its own copy of click, so take click's exception classes from Typer itself.
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+RunDir = Annotated[str, typer.Argument(help="A training run's --out folder (its best/, else last/), or a checkpoint folder.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"textweaver {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Train a small language model on any text you own, then generate new text in its style."""
+
+
+@app.command()
+def train(
+    corpus: Annotated[list[str], typer.Argument(help="Text files, folders (searched recursively, see --glob) or builtin:shakespeare.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for checkpoints, logs and samples.", show_default=False)],
+    model: Annotated[str, typer.Option(help=f"Model type: {', '.join(MODEL_KINDS)}.")] = DEFAULT_MODEL,
+    preset: Annotated[str | None, typer.Option(help=f"Named size: tiny, small, medium, large (see 'textweaver presets'). Default: {DEFAULT_PRESET}, unless explicit sizes are given.", show_default=False)] = None,
+    layers: Annotated[int | None, typer.Option(help="Explicit number of layers (instead of --preset).", show_default=False)] = None,
+    width: Annotated[int | None, typer.Option(help="Explicit embedding/hidden width (instead of --preset).", show_default=False)] = None,
+    heads: Annotated[int | None, typer.Option(help="Explicit attention heads, transformer only (instead of --preset).", show_default=False)] = None,
+    context: Annotated[int | None, typer.Option(help="Tokens per training window: the transformer's attention span, the RNN's BPTT length. Default: the preset's.", show_default=False)] = None,
+    dropout: Annotated[float, typer.Option(help="Dropout between layers; raise it (0.1-0.3) for long runs on small corpora.")] = 0.0,
+    positional: Annotated[str, typer.Option(help="Transformer positions: rotary or learned.")] = "rotary",
+    level: Annotated[str, typer.Option(help="Tokens: char (every Unicode character) or word (words, punctuation and spaces).")] = "char",
+    vocab_size: Annotated[int | None, typer.Option(help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000.", show_default=False)] = None,
+    val_fraction: Annotated[float, typer.Option(help="Fraction at the end of every file held out for validation.")] = 0.1,
+    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lower-case the text first (prompts too). Off: text is used exactly as written.")] = False,
+    normalize: Annotated[str | None, typer.Option(help="Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(help="Encoding of the corpus files.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")] = "strict",
+    glob: Annotated[str, typer.Option(help="Which files to take from a folder.")] = "*.txt",
+    batch_size: Annotated[int | None, typer.Option(help="Windows per step. Default: the preset's.", show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW). Default: the preset's.", show_default=False)] = None,
+    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warmup before the cosine decay.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
+    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this (0: off).")] = 1.0,
+    max_time: Annotated[str | None, typer.Option(help="Training time budget, e.g. 90s, 5m, 1h30m. Default 5m when no other limit is given.", show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.", show_default=False)] = None,
+    epochs: Annotated[float | None, typer.Option(help="Stop after this many passes over the training tokens.", show_default=False)] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many evaluations without a better validation loss.", show_default=False)] = None,
+    eval_every: Annotated[int, typer.Option(help="Steps between evaluations; each prints samples and writes a checkpoint.")] = 500,
+    eval_tokens: Annotated[int, typer.Option(help="Validation tokens scored per evaluation.")] = 131072,
+    sample_length: Annotated[int, typer.Option(help="Tokens per sample printed at each evaluation.")] = 200,
+    checkpoint_every: Annotated[str, typer.Option(help="Also write a checkpoint at least this often, e.g. 5m.")] = "5m",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")] = 1337,
+    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile (slower start, may train faster).")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)] = None,
+    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard scalars to RUN_DIR/tensorboard.")] = True,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last if it exists (else start fresh), so a job can be relaunched with the same command.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+) -> None:
+    """Train a model on CORPUS and save checkpoints in --out.
+
+    Ctrl-C (or SIGTERM) saves a checkpoint and exits; run the same command with --resume to go on.
+    """
+    from textweaver.train import train as run_training
+
+    config = TrainConfig(
+        model=model, preset=preset, layers=layers, width=width, heads=heads, context=context, dropout=dropout,
+        positional=positional, level=level, vocab_size=vocab_size, val_fraction=val_fraction, lowercase=lowercase,
+        normalize=normalize, encoding=encoding, errors=errors, glob=glob, batch_size=batch_size, lr=lr,
+        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        max_time=parse_duration(max_time) if max_time is not None else None, max_steps=max_steps, epochs=epochs,
+        patience=patience, eval_every=eval_every, eval_tokens=eval_tokens, sample_length=sample_length,
+        checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
+        compile=compile, threads=threads, tensorboard=tensorboard,
+    )  # fmt: skip
+    run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty())
+
+
+@app.command()
+def generate(
+    run_dir: RunDir,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Start text. Default: a random start sentence from the training corpus.", show_default=False)] = None,
+    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.")] = 500,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(help="Sample only among the K likeliest tokens.", show_default=False)] = None,
+    top_p: Annotated[float | None, typer.Option(help="Sample only among the likeliest tokens that together reach probability P, in (0, 1].", show_default=False)] = None,
+    repetition_penalty: Annotated[float, typer.Option(help="Above 1 makes tokens used in the last 64 less likely; 1 = off.")] = 1.0,
+    num_samples: Annotated[int, typer.Option(help="Samples generated together as one batch; printed separated by a line of five dashes.")] = 1,
+    seed: Annotated[int | None, typer.Option(help="Random seed: the same seed and options give the same text.", show_default=False)] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print characters as they are generated (one sample only).")] = False,
+    stop: Annotated[str | None, typer.Option(help="End a sample when this text appears (it is not printed).", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the samples and settings as one JSON object.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Generate text from a trained model. Only the text goes to stdout (the prompt, then the continuation)."""
+    from textweaver.api import load
+    from textweaver.generate import describe
+
+    if stream and num_samples > 1:
+        raise TextweaverError("--stream prints one sample: drop --stream or --num-samples")
+    if stream and as_json:
+        raise TextweaverError("--stream and --json do not mix: choose one")
+    model = load(run_dir, device)
+    request = model.request(prompt, length, temperature, top_k, top_p, repetition_penalty, num_samples, seed, stop)
+    if stream:
+        for pieces in model.generator.stream(request):
+            sys.stdout.write(pieces[0])
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    texts = model.generator.generate(request)
+    if as_json:
+        print(json.dumps({"samples": texts, "settings": describe(request), "checkpoint": str(model.checkpoint.directory)},
+                         ensure_ascii=False, indent=2))  # fmt: skip
+        return
+    print("\n-----\n".join(texts))
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: RunDir,
+    file: Annotated[Path, typer.Argument(help="A text file to score.", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Score a model on a text file: nats/token, bits/char, perplexity, tokens, chars, unknown-token rate."""
+    from textweaver.api import load
+
+    result = load(run_dir, device).evaluate(file)
+    if as_json:
+        print(json.dumps(result))
+        return
+    for name, value in result.items():
+        print(f"{name:>15}: {value:.4f}" if isinstance(value, float) else f"{name:>15}: {value:,}")
+
+
+@app.command()
+def info(
+    run_dir: RunDir,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Describe a trained model: architecture, size, vocabulary, corpus, metrics."""
+    from textweaver.api import load
+
+    details = load(run_dir).info()
+    if as_json:
+        print(json.dumps(details, ensure_ascii=False, indent=2))
+        return
+    metrics = details.pop("metrics")
+    for name, value in details.items():
+        print(f"{name:>12}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    for name in ("step", "elapsed_s", "train_loss", "val_loss", "val_bpc", "best_val_loss"):
+        if metrics.get(name) is not None:
+            value = metrics[name]
+            print(f"{name:>12}: {value:.4f}" if isinstance(value, float) else f"{name:>12}: {value}")
+
+
+@app.command()
+def presets() -> None:
+    """List the named model sizes with their parameter counts (for a 65-character vocabulary)."""
+    from textweaver.models import build_model, num_parameters
+
+    print(f"{'model':<12} {'preset':<7} {'layers':>6} {'width':>6} {'heads':>5} {'context':>7} {'batch':>5} {'lr':>7} {'params':>11}  note")
+    for kind, table in PRESETS.items():
+        for name, p in table.items():
+            cfg = ModelConfig(kind=kind, vocab_size=65, n_layer=p.n_layer, n_embd=p.n_embd, n_head=p.n_head, context=p.context)
+            n = num_parameters(build_model(cfg))
+            heads = p.n_head if kind == "transformer" else "-"
+            print(f"{kind:<12} {name:<7} {p.n_layer:>6} {p.n_embd:>6} {heads:>5} {p.context:>7} {p.batch_size:>5} {p.lr:>7g} {n:>11,}  {p.note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and turns every input error into one line and exit status 2."""
+    try:
+        result: Any = app(args=argv, prog_name="textweaver", standalone_mode=False)
+    except UsageError as e:
+        ctx = getattr(e, "ctx", None)
+        command = ctx.command_path if ctx else "textweaver"
+        message = " ".join(e.format_message().split())  # type: ignore[attr-defined]
+        print(f"textweaver: error: {message} (see '{command} --help')", file=sys.stderr)
+        sys.exit(2)
+    except TextweaverError as e:
+        print(f"textweaver: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("textweaver: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. `textweaver generate ... | head`
+        sys.stderr.close()
+        sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

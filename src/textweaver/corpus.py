@@ -1,0 +1,185 @@
+"""Finding and reading corpus files: paths, directories, the built-in corpus, strict decoding.
+
+Files are read in chunks, so memory stays bounded however large a file is. Text is returned
+exactly as stored (only a UTF-8 byte-order mark is dropped); any normalisation is the
+tokenizer's job.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import random
+import re
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from textweaver.errors import TextweaverError
+from textweaver.tokenizer import preprocess
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt"}  # Tiny Shakespeare, public domain
+CHUNK_BYTES = 8 << 20
+_SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])")
+
+
+@dataclass(frozen=True)
+class CorpusOptions:
+    encoding: str = "utf-8"
+    errors: str = "strict"  # strict | replace | ignore
+    glob: str = "*.txt"
+
+
+def builtin_corpus_path(name: str) -> Path:
+    if name not in BUILTIN_CORPORA:
+        raise TextweaverError(
+            f"unknown built-in corpus {BUILTIN_PREFIX}{name}: available are "
+            + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_CORPORA)
+        )
+    return Path(str(resources.files("textweaver") / "data" / BUILTIN_CORPORA[name]))
+
+
+def resolve_paths(inputs: Sequence[str | Path], glob: str = "*.txt") -> list[Path]:
+    """Files named by ``inputs``: files as given, directories searched recursively with ``glob``."""
+    if not inputs:
+        raise TextweaverError("no corpus given: name at least one file or directory (or builtin:shakespeare)")
+    files: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        if text.startswith(BUILTIN_PREFIX):
+            files.append(builtin_corpus_path(text[len(BUILTIN_PREFIX) :]))
+            continue
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob(glob) if p.is_file())
+            if not found:
+                raise TextweaverError(f"{path}: no files matching {glob!r} in this directory: pass --glob to choose others")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif path.exists():
+            raise TextweaverError(f"{path}: not a regular file or directory")
+        else:
+            raise TextweaverError(f"{path}: no such file or directory")
+    return files
+
+
+def iter_text(path: Path, options: CorpusOptions) -> Iterator[str]:
+    """Decoded text of ``path`` in chunks, with a one-line error naming the byte offset of bad input."""
+    try:
+        decoder = codecs.getincrementaldecoder(options.encoding)(errors=options.errors)
+    except LookupError:
+        raise TextweaverError(f"unknown --encoding {options.encoding!r}: use e.g. utf-8, latin-1 or gb18030") from None
+    utf8 = codecs.lookup(options.encoding).name == "utf-8"
+    offset = 0
+    first = True
+    try:
+        with path.open("rb") as f:
+            while True:
+                chunk = f.read(CHUNK_BYTES)
+                final = not chunk
+                if chunk and utf8:
+                    nul = chunk.find(b"\0")
+                    if nul >= 0:
+                        raise TextweaverError(
+                            f"{path}: looks like a binary file (NUL byte at byte offset {offset + nul}): "
+                            "pass text files only, or narrow a directory with --glob"
+                        )
+                pending = len(decoder.getstate()[0])
+                try:
+                    text = decoder.decode(chunk, final=final)
+                except UnicodeDecodeError as e:
+                    at = offset - pending + e.start
+                    raise TextweaverError(
+                        f"{path}: invalid {options.encoding} at byte offset {at}: "
+                        "pass --encoding with the file's real encoding, or --errors replace"
+                    ) from None
+                if first and text:
+                    text = text.removeprefix("\ufeff")
+                    first = False
+                if text:
+                    yield text
+                if final:
+                    return
+                offset += len(chunk)
+    except OSError as e:
+        raise TextweaverError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                h.update(chunk)
+    except OSError as e:
+        raise TextweaverError(f"{path}: cannot read ({e.strerror or e})") from None
+    return h.hexdigest()
+
+
+def safe_cut(text: str) -> int:
+    """An index where ``text`` can be split so that each side normalises and tokenises exactly
+    as the whole would: just after a non-space character that is followed by whitespace (the
+    last such place before a newline when there is one), else before a character that starts a
+    grapheme. 0 means no such place was found."""
+    nl = text.rfind("\n")
+    search_end = nl if nl >= 0 else len(text)
+    ws = search_end
+    while ws > 0 and not text[ws - 1].isspace():
+        ws -= 1
+    if ws == 0 and nl < 0:  # one long run without whitespace
+        for i in range(len(text) - 1, 0, -1):
+            if unicodedata.combining(text[i]) == 0 and not text[i].isspace():
+                return i
+        return 0
+    i = ws if nl < 0 else search_end
+    while i > 0 and text[i - 1].isspace():
+        i -= 1
+    return i
+
+
+def iter_preprocessed(
+    path: Path, options: CorpusOptions, lowercase: bool = False, normalize: str | None = None
+) -> Iterator[str]:
+    """Chunks of ``path``'s text after the tokenizer's normalisation, cut only where cutting
+    changes nothing (see :func:`safe_cut`)."""
+    carry = ""
+    for text in iter_text(path, options):
+        text = carry + text
+        cut = safe_cut(text)
+        if cut == 0 and len(text) < 4 * CHUNK_BYTES:
+            carry = text
+            continue
+        cut = cut or len(text)
+        carry = text[cut:]
+        yield preprocess(text[:cut], lowercase, normalize)
+    if carry:
+        yield preprocess(carry, lowercase, normalize)
+
+
+class StartSentences:
+    """A seeded reservoir sample of sentences from the corpus, used as random prompts."""
+
+    def __init__(self, capacity: int = 300, seed: int = 0, min_chars: int = 12, max_chars: int = 160) -> None:
+        self.capacity, self.min_chars, self.max_chars = capacity, min_chars, max_chars
+        self._rng = random.Random(seed)
+        self._seen = 0
+        self.sentences: list[str] = []
+
+    def update(self, text: str) -> None:
+        for line in text.splitlines():
+            for sentence in _SENTENCE_END.split(line.strip()):
+                if self.min_chars <= len(sentence) <= self.max_chars:
+                    self._add(sentence)
+
+    def _add(self, sentence: str) -> None:
+        self._seen += 1
+        if len(self.sentences) < self.capacity:
+            self.sentences.append(sentence)
+        else:
+            j = self._rng.randrange(self._seen)
+            if j < self.capacity:
+                self.sentences[j] = sentence

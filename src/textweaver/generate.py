@@ -1,0 +1,181 @@
+"""Incremental text generation from a trained model.
+
+The prompt is read once (one batched forward pass), then each new token costs one step: the
+RNN carries its hidden state, the transformer its key/value cache. The context is never
+recomputed per token. When a transformer's cache reaches its context length, the cache is
+rebuilt from the most recent ``SLIDE_KEEP`` of the context in one forward pass, so every
+prediction sees between 3/4 and all of the last ``context`` tokens and the window keeps
+moving (unlike a frozen window that repeats itself).
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from textweaver.errors import TextweaverError
+from textweaver.models import LanguageModel
+from textweaver.sampling import SamplingOptions, next_tokens
+from textweaver.tokenizer import Tokenizer
+
+SLIDE_KEEP = 0.75
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str | None = None  # None or "": a random start sentence from the corpus
+    length: int = 500  # tokens to generate: characters for char models, word/space/punctuation tokens for word models
+    num_samples: int = 1
+    seed: int | None = None
+    stop: str | None = None  # end a sample when this text appears (it is not included)
+    sampling: SamplingOptions = SamplingOptions()
+
+    def validate(self) -> None:
+        if self.length <= 0:
+            raise TextweaverError(f"--length must be at least 1, got {self.length}")
+        if self.num_samples < 1:
+            raise TextweaverError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if self.stop == "":
+            raise TextweaverError("--stop must not be empty: leave it out to generate the full length")
+        self.sampling.validate()
+
+
+class Generator:
+    """Holds a model, its tokenizer and the corpus start sentences; makes text on request."""
+
+    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], device: torch.device) -> None:
+        self.model, self.tokenizer, self.prompts, self.device = model, tokenizer, prompts, device
+        self.is_transformer = model.config.kind == "transformer"
+
+    def random_prompt(self, seed: int | None = None) -> str:
+        if not self.prompts:
+            return "\n" if "\n" in self.tokenizer.index else self.tokenizer.vocab[min(1, len(self.tokenizer) - 1)]
+        return random.Random(seed).choice(self.prompts)
+
+    def prompt_ids(self, prompt: str, warn: bool = True) -> torch.Tensor:
+        unknown = self.tokenizer.unknown(prompt)
+        if unknown and warn:
+            shown = ", ".join(repr(t) for t in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            print(f"textweaver: warning: prompt has {len(unknown)} token(s) the model never saw, read as <unk>: {shown}",
+                  file=sys.stderr)  # fmt: skip
+        ids = self.tokenizer.encode(prompt)
+        if len(ids) == 0:
+            raise TextweaverError("the prompt is empty after normalisation: give some text, or no --prompt")
+        return torch.from_numpy(ids)
+
+    def stream(self, request: GenerationRequest, warn: bool = True) -> Iterator[list[str]]:
+        """Yield, per step, the new text of every sample (``""`` once a sample has stopped).
+
+        The first yield is the prompt itself (the same for every sample).
+        """
+        request.validate()
+        prompt = request.prompt or self.random_prompt(request.seed)
+        ids = self.prompt_ids(prompt, warn)
+        yield [prompt] * request.num_samples
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(request.seed if request.seed is not None else random.SystemRandom().randrange(2**63))
+        stoppers = [_StopWatch(request.stop) for _ in range(request.num_samples)]
+        for tokens in self._token_steps(ids, request, gen):
+            pieces = []
+            for s, tok in zip(stoppers, tokens, strict=True):
+                pieces.append(s.feed(self.tokenizer.vocab[tok] if tok else ""))
+            yield pieces
+            if all(s.done for s in stoppers):
+                return
+        tails = [s.flush() for s in stoppers]
+        if any(tails):
+            yield tails
+
+    def generate(self, request: GenerationRequest, warn: bool = True) -> list[str]:
+        """Full texts (prompt + continuation), one per sample."""
+        texts = [""] * request.num_samples
+        for pieces in self.stream(request, warn):
+            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
+        return texts
+
+    @torch.inference_mode()
+    def _token_steps(
+        self, prompt_ids: torch.Tensor, request: GenerationRequest, gen: torch.Generator
+    ) -> Iterator[list[int]]:
+        model, B, n = self.model, request.num_samples, request.length
+        model.eval()
+        context = model.config.context
+        history = torch.empty(B, len(prompt_ids) + n, dtype=torch.long, device=self.device)  # (B, P + N)
+        history[:, : len(prompt_ids)] = prompt_ids.to(self.device)
+        filled = len(prompt_ids)
+        keep = max(1, int(context * SLIDE_KEEP))
+        start = max(0, filled - context) if self.is_transformer else 0
+        logits, state = model(history[:, start:filled])
+        logits = logits[:, -1]  # (B, V)
+        cached = filled - start
+        window = request.sampling.repetition_window
+        for _ in range(n):
+            recent = history[:, max(0, filled - window) : filled]
+            token = next_tokens(logits, request.sampling, gen, recent)  # (B,)
+            history[:, filled] = token
+            filled += 1
+            yield token.tolist()
+            if self.is_transformer and cached + 1 > context:
+                logits, state = model(history[:, filled - keep : filled])
+                logits, cached = logits[:, -1], keep
+            else:
+                logits, state = model.step(token, state)
+                cached += 1
+
+    def naive_steps(self, prompt: str, length: int, sampling: SamplingOptions, seed: int = 0) -> str:
+        """Generate by re-running the whole window for every token, as the Keras recipe does.
+
+        Only for benchmarks and tests that compare against the incremental path.
+        """
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        ids = self.prompt_ids(prompt).tolist()
+        context = self.model.config.context
+        with torch.inference_mode():
+            for _ in range(length):
+                window = torch.tensor([ids[-context:]], device=self.device)
+                logits, _ = self.model(window)
+                ids.append(int(next_tokens(logits[:, -1], sampling, gen)[0]))
+        return self.tokenizer.decode(ids)
+
+
+class _StopWatch:
+    """Cuts a sample's text at the stop string, holding back text that may be its beginning."""
+
+    def __init__(self, stop: str | None) -> None:
+        self.stop, self.pending, self.done = stop, "", False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        if self.stop is None:
+            return piece
+        self.pending += piece
+        at = self.pending.find(self.stop)
+        if at >= 0:
+            self.done = True
+            out, self.pending = self.pending[:at], ""
+            return out
+        hold = next((k for k in range(min(len(self.stop) - 1, len(self.pending)), 0, -1)
+                     if self.stop.startswith(self.pending[-k:])), 0)  # fmt: skip
+        out = self.pending[: len(self.pending) - hold]
+        self.pending = self.pending[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.pending = ("" if self.done else self.pending), ""
+        return out
+
+
+def describe(request: GenerationRequest) -> dict[str, Any]:
+    s = request.sampling
+    return {
+        "length": request.length, "num_samples": request.num_samples, "seed": request.seed,
+        "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty, "stop": request.stop,
+    }  # fmt: skip

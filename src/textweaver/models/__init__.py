@@ -1,0 +1,47 @@
+"""Language models: the classic char-rnn recurrent nets and a small causal transformer.
+
+Every model maps token ids ``(B, T)`` and an optional generation state to logits
+``(B, T, vocab)`` and the new state, so the trainer, evaluator and generator treat them alike:
+
+- RNN state: the hidden (and cell) tensors; passing it back continues the sequence, O(1) per token.
+- Transformer state: a per-layer key/value cache; passing it back attends to everything cached.
+
+Models know nothing about training, files or the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from textweaver.config import ModelConfig
+from textweaver.models.rnn import RNNLanguageModel
+from textweaver.models.transformer import TransformerLanguageModel
+
+LanguageModel = RNNLanguageModel | TransformerLanguageModel
+
+
+def build_model(config: ModelConfig) -> LanguageModel:
+    config.validate()
+    if config.kind == "transformer":
+        return TransformerLanguageModel(config)
+    return RNNLanguageModel(config)
+
+
+def num_parameters(model: nn.Module) -> int:
+    """Distinct parameters (a tied embedding/head matrix counts once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def detach_state(state: Any) -> Any:
+    """The same state cut from the autograd graph (truncated BPTT between windows)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(detach_state(s) for s in state)
+
+
+__all__ = ["LanguageModel", "build_model", "num_parameters", "detach_state"]

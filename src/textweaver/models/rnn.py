@@ -1,0 +1,45 @@
+"""The classic char-rnn model: embedding -> stacked LSTM or GRU (dropout between) -> linear head.
+
+Memory: parameters ~ 4 (LSTM) or 3 (GRU) x layers x 2 x width^2, plus 2 x vocab x width
+(1 x with tied weights). Training activations ~ batch x context x width x layers x 6 floats.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from textweaver.config import ModelConfig
+
+RNNState = tuple[torch.Tensor, ...]
+
+
+class RNNLanguageModel(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.embed = nn.Embedding(c.vocab_size, c.n_embd)
+        rnn = nn.LSTM if c.kind == "lstm" else nn.GRU
+        self.rnn = rnn(
+            c.n_embd, c.n_embd, num_layers=c.n_layer, batch_first=True,
+            dropout=c.dropout if c.n_layer > 1 else 0.0,
+        )  # fmt: skip
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.n_embd, c.vocab_size)
+        if c.tie_weights:
+            self.head.weight = self.embed.weight
+        nn.init.normal_(self.embed.weight, std=0.1)
+
+    def forward(self, idx: torch.Tensor, state: RNNState | None = None) -> tuple[torch.Tensor, RNNState]:
+        x = self.drop(self.embed(idx))  # (B, T, C)
+        packed = None if state is None else (state if self.config.kind == "lstm" else state[0])
+        y, new = self.rnn(x, packed)  # (B, T, C)
+        logits = self.head(self.drop(y))  # (B, T, V)
+        return logits, (tuple(new) if isinstance(new, tuple) else (new,))
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor, state: RNNState | None) -> tuple[torch.Tensor, RNNState]:
+        """Logits ``(B, V)`` for the next token after ``token`` ``(B,)``; O(1) per token."""
+        logits, state = self(token[:, None], state)
+        return logits[:, -1], state

@@ -1,0 +1,64 @@
+"""Choosing the next token from logits: greedy, temperature, top-k, top-p, repetition penalty."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from textweaver.errors import TextweaverError
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 0.8  # 0 = greedy (always the most likely token)
+    top_k: int | None = None  # keep only the k most likely tokens
+    top_p: float | None = None  # keep the smallest set of tokens whose probability reaches p
+    repetition_penalty: float = 1.0  # > 1 discourages tokens used in the last `repetition_window`
+    repetition_window: int = 64
+
+    def validate(self) -> None:
+        if not self.temperature >= 0:  # also rejects NaN
+            raise TextweaverError(f"--temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise TextweaverError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise TextweaverError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if not self.repetition_penalty > 0:
+            raise TextweaverError(f"--repetition-penalty must be positive (1 = off), got {self.repetition_penalty}")
+        if self.repetition_window < 1:
+            raise TextweaverError(f"repetition window must be at least 1, got {self.repetition_window}")
+
+
+def next_tokens(
+    logits: torch.Tensor,
+    options: SamplingOptions,
+    generator: torch.Generator | None = None,
+    recent: torch.Tensor | None = None,
+    banned: int | None = 0,
+) -> torch.Tensor:
+    """Sample one token per row of ``logits`` (B, V); returns (B,) ids.
+
+    ``recent`` (B, W) holds the last generated ids for the repetition penalty; ``banned`` is an
+    id never produced (``<unk>`` by default, so unknown-token markers never appear in output).
+    """
+    logits = logits.float()
+    if banned is not None and logits.shape[-1] > 1:
+        logits[:, banned] = float("-inf")
+    if recent is not None and options.repetition_penalty != 1.0 and recent.numel():
+        seen = logits.gather(1, recent)
+        seen = torch.where(seen > 0, seen / options.repetition_penalty, seen * options.repetition_penalty)
+        logits = logits.scatter(1, recent, seen)
+    if options.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / options.temperature
+    if options.top_k is not None and options.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, options.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if options.top_p is not None and options.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the tokens ranked above
+        sorted_probs = sorted_probs.masked_fill(before >= options.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

@@ -1,0 +1,400 @@
+"""The training loop: corpus -> ids -> batches -> model -> checkpoints, read top to bottom.
+
+AdamW with linear warmup and cosine decay over the run's progress, gradient-norm clipping,
+truncated BPTT for RNNs (hidden state carried across consecutive windows of each stream, reset
+when the streams wrap), periodic evaluation with samples, atomic checkpoints, and a clean stop
+on Ctrl-C / SIGTERM that saves first. ``resume=True`` continues ``RUN_DIR/last`` exactly
+(weights, optimizer, schedule position, RNG and data position) when it exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from textweaver import checkpoint
+from textweaver.batches import make_batches
+from textweaver.config import TrainConfig
+from textweaver.corpus import CorpusOptions, resolve_paths
+from textweaver.dataset import DataOptions, EncodedCorpus, prepare
+from textweaver.device import autocast_for, select_device, set_threads
+from textweaver.errors import TextweaverError
+from textweaver.evaluate import score
+from textweaver.generate import GenerationRequest, Generator
+from textweaver.models import build_model, detach_state, num_parameters
+from textweaver.runlog import RunLog
+from textweaver.sampling import SamplingOptions
+from textweaver.schedule import learning_rate
+
+DEFAULT_MAX_TIME = 300.0
+# Options that may change between a run and its resumption; all others come from the checkpoint.
+RESUMABLE_OVERRIDES = (
+    "max_time", "max_steps", "epochs", "patience", "eval_every", "eval_tokens", "sample_length",
+    "sample_temperatures", "checkpoint_every", "device", "compile", "threads", "tensorboard",
+)  # fmt: skip
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    tokens: int
+    elapsed: float  # seconds of training, resumed segments included
+    val_loss: float | None  # nats per token, at the end
+    val_bpc: float | None
+    best_val_loss: float | None
+    stopped: str  # max-time | max-steps | epochs | patience | interrupted | already-complete
+    resumed: bool
+    parameters: int
+
+
+def train(
+    corpus: Sequence[str | Path],
+    out: str | Path,
+    config: TrainConfig | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    config = config or TrainConfig()
+    console = console or Console(stderr=True)
+    run_dir = Path(out)
+    last_dir = run_dir / "last"
+
+    # ---- resume or start fresh
+    saved = None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TextweaverError(f"--out {run_dir}: exists and is not a directory: choose another --out")
+    checkpoint._recover(last_dir)
+    if (last_dir / checkpoint.CONFIG).is_file():
+        if not resume:
+            raise TextweaverError(
+                f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out"
+            )
+        saved = checkpoint.load(last_dir)
+        trainer_state = checkpoint.load_trainer_state(saved.directory)
+        config = TrainConfig.from_dict(
+            {**saved.train_config, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES}}
+        )
+        console.print(f"resuming {last_dir} from step {trainer_state['step']}")
+    elif resume:
+        console.print(f"no checkpoint in {last_dir}: starting a fresh run")
+    config.validate()
+    if config.max_time is None and config.max_steps is None and config.epochs is None:
+        config.max_time = DEFAULT_MAX_TIME
+    preset = config.resolved_preset()
+    config = dataclasses.replace(config, batch_size=preset.batch_size, lr=preset.lr, context=preset.context)
+    assert config.batch_size is not None and config.lr is not None
+
+    set_threads(config.threads)
+    device = select_device(config.device)
+    autocast = autocast_for(device)
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+
+    # ---- data
+    paths = resolve_paths(corpus, config.glob)
+    data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+    if saved is not None and data.tokenizer != saved.tokenizer:
+        raise TextweaverError(
+            f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
+            "resume with the original corpus, or start a new run with another --out"
+        )
+    model_config = saved.model_config if saved else config.model_config(len(data.tokenizer))
+    _check_sizes(data, model_config.context, paths)
+
+    # ---- model, optimizer, batches
+    model = saved.build_model(device) if saved else build_model(model_config).to(device)
+    model.train()
+    step_model: Any = torch.compile(model) if config.compile else model
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+    )  # fmt: skip
+    batches = make_batches(model_config.kind, data.train, config.batch_size, model_config.context, config.seed + 1)
+    n_params = num_parameters(model)
+    s = _LoopState()
+    if saved is not None:
+        optimizer.load_state_dict(trainer_state["optimizer"])
+        batches.load_state_dict(trainer_state["batches"])
+        s.load(trainer_state, device)
+    log = RunLog(run_dir, config.tensorboard)
+    generator = Generator(model, data.tokenizer, data.prompts, device)
+    corpus_info = {
+        "files": data.files, "train_tokens": len(data.train), "val_tokens": len(data.val),
+        "train_chars": data.train_chars, "val_chars": data.val_chars, "cache_key": data.key,
+    }  # fmt: skip
+    console.print(
+        f"{model_config.kind} {n_params:,} parameters | vocab {len(data.tokenizer):,} ({config.level}) | "
+        f"{len(data.train):,} train / {len(data.val):,} val tokens | batch {batches.batch} x {model_config.context}"
+        f" | lr {config.lr:g} | {device.type}"
+    )
+
+    def save(best: bool = False) -> None:
+        metrics = s.metrics()
+        common: dict[str, Any] = {
+            "model_config": model_config, "tokenizer": data.tokenizer, "prompts": data.prompts,
+            "train_config": config.to_dict(), "metrics": metrics, "corpus": corpus_info,
+        }  # fmt: skip
+        checkpoint.save(last_dir, model, trainer_state=s.dump(optimizer, batches), **common)
+        if best:
+            checkpoint.save(run_dir / "best", model, **common)
+        s.last_save = time.monotonic()
+
+    def evaluate() -> None:
+        result = score(model, data.val, config.batch_size, config.eval_tokens, device, autocast)
+        s.val_loss = result.nats_per_token
+        s.val_bpc = result.bits_per_char(data.chars_per_token)
+        improved = s.best_val_loss is None or s.val_loss < s.best_val_loss
+        if improved:
+            s.best_val_loss, s.bad_evals = s.val_loss, 0
+        else:
+            s.bad_evals += 1
+        s.last_eval_step = s.step
+        log.metrics(s.step, s.metrics())
+        console.print(
+            f"step {s.step:>6} | train {s.train_loss:.4f} | val {s.val_loss:.4f} nats/token, {s.val_bpc:.4f} bits/char"
+            f" | {s.tokens_per_s():,.0f} tok/s | {_fmt_time(s.elapsed())}" + ("" if improved else " (no improvement)")
+        )
+        _write_samples(generator, data, config, s.step, log, console)
+        model.train()
+        save(best=improved)
+
+    # ---- the loop
+    stop = _StopFlag()
+    stopped = ""
+    columns = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    with stop.installed(), Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+        task = bar.add_task("train", total=1000, info="")
+        s.start_clock()
+        rnn_state = s.rnn_state
+        while True:
+            progress_frac = s.progress(config, len(data.train))
+            stopped = s.stop_reason(config, len(data.train), stop.requested)
+            if stopped:
+                break
+            lr = learning_rate(s.step, progress_frac, config.lr, config.warmup_steps, config.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y, reset = batches.next()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if reset:
+                rnn_state = None
+            with autocast:
+                logits, new_state = step_model(x, rnn_state)
+                loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+            rnn_state = detach_state(new_state) if model_config.kind != "transformer" else None
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
+            loss_value = loss.item()
+            if not (math.isfinite(loss_value) and torch.isfinite(norm)):
+                optimizer.zero_grad(set_to_none=True)
+                raise TextweaverError(_diverged_message(run_dir, s.step, loss_value, config.lr))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            s.after_step(loss_value, x.numel(), lr)
+            s.rnn_state = rnn_state
+            bar.update(task, completed=1000 * s.progress(config, len(data.train)),
+                       info=f"step {s.step} | loss {s.train_loss:.3f} | {s.tokens_per_s():,.0f} tok/s")  # fmt: skip
+            if s.step % config.eval_every == 0:
+                evaluate()
+            elif time.monotonic() - s.last_save >= config.checkpoint_every:
+                save()
+        if stopped != "already-complete":
+            if s.last_eval_step != s.step:
+                evaluate()
+            else:
+                save()
+    log.close()
+    if stopped == "interrupted":
+        console.print(f"stopped at step {s.step}; checkpoint saved. Resume with: textweaver train ... --out {run_dir} --resume")
+    elif stopped == "already-complete":
+        console.print(f"{run_dir} already reached its budget at step {s.step}: nothing to do (raise --max-time or --max-steps to go on)")
+    else:
+        console.print(f"done ({stopped}) at step {s.step}: best val {s.best_val_loss:.4f} nats/token; model in {run_dir}")
+    return TrainResult(
+        run_dir=run_dir, steps=s.step, tokens=s.tokens, elapsed=s.elapsed(), val_loss=s.val_loss, val_bpc=s.val_bpc,
+        best_val_loss=s.best_val_loss, stopped=stopped, resumed=saved is not None, parameters=n_params,
+    )  # fmt: skip
+
+
+@dataclass
+class _LoopState:
+    """Counters of the loop, saved in ``trainer.pt`` so a resumed run continues where it was."""
+
+    step: int = 0
+    tokens: int = 0
+    elapsed_before: float = 0.0  # seconds spent in earlier segments of a resumed run
+    train_loss: float = float("nan")  # exponential moving average
+    val_loss: float | None = None
+    val_bpc: float | None = None
+    best_val_loss: float | None = None
+    bad_evals: int = 0
+    last_eval_step: int = -1
+    lr: float = 0.0
+    rnn_state: Any = None
+    segment_start: float = 0.0
+    segment_tokens: int = 0
+    last_save: float = 0.0
+
+    def start_clock(self) -> None:
+        self.segment_start = self.last_save = time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.segment_start)
+
+    def tokens_per_s(self) -> float:
+        return self.segment_tokens / max(time.monotonic() - self.segment_start, 1e-9)
+
+    def after_step(self, loss: float, tokens: int, lr: float) -> None:
+        self.step += 1
+        self.tokens += tokens
+        self.segment_tokens += tokens
+        self.lr = lr
+        self.train_loss = loss if math.isnan(self.train_loss) else 0.95 * self.train_loss + 0.05 * loss
+
+    def progress(self, config: TrainConfig, train_tokens: int) -> float:
+        parts = [0.0]
+        if config.max_steps:
+            parts.append(self.step / config.max_steps)
+        if config.max_time:
+            parts.append(self.elapsed() / config.max_time)
+        if config.epochs:
+            parts.append(self.tokens / (config.epochs * train_tokens))
+        return min(max(parts), 1.0)
+
+    def stop_reason(self, config: TrainConfig, train_tokens: int, interrupted: bool) -> str:
+        if interrupted:
+            return "interrupted"
+        if config.max_steps and self.step >= config.max_steps:
+            return "max-steps" if self.segment_tokens else "already-complete"
+        if config.max_time and self.elapsed() >= config.max_time:
+            return "max-time" if self.segment_tokens else "already-complete"
+        if config.epochs and self.tokens >= config.epochs * train_tokens:
+            return "epochs" if self.segment_tokens else "already-complete"
+        if config.patience and self.bad_evals >= config.patience:
+            return "patience" if self.segment_tokens else "already-complete"
+        return ""
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "tokens": self.tokens, "elapsed_s": round(self.elapsed(), 2),
+            "train_loss": self.train_loss, "val_loss": self.val_loss, "val_bpc": self.val_bpc,
+            "best_val_loss": self.best_val_loss, "lr": self.lr, "tokens_per_s": round(self.tokens_per_s(), 1),
+        }  # fmt: skip
+
+    def dump(self, optimizer: torch.optim.Optimizer, batches: Any) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed(), "train_loss": self.train_loss,
+            "val_loss": self.val_loss, "val_bpc": self.val_bpc, "best_val_loss": self.best_val_loss,
+            "bad_evals": self.bad_evals, "last_eval_step": self.last_eval_step,
+            "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "rnn_state": [t.detach().cpu() for t in self.rnn_state] if self.rnn_state is not None else None,
+        }  # fmt: skip
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load(self, state: dict[str, Any], device: torch.device) -> None:
+        self.step, self.tokens, self.elapsed_before = state["step"], state["tokens"], state["elapsed"]
+        self.train_loss, self.val_loss, self.val_bpc = state["train_loss"], state["val_loss"], state["val_bpc"]
+        self.best_val_loss, self.bad_evals = state["best_val_loss"], state["bad_evals"]
+        self.last_eval_step = state["last_eval_step"]
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            with contextlib.suppress(RuntimeError):
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state.get("rnn_state") is not None:
+            self.rnn_state = tuple(t.to(device) for t in state["rnn_state"])
+
+
+class _StopFlag:
+    """Turns the first Ctrl-C or SIGTERM into a request to save and stop; a second Ctrl-C aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals stay with the caller
+            pass
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _data_options(config: TrainConfig) -> DataOptions:
+    return DataOptions(
+        level=config.level, vocab_size=config.vocab_size, lowercase=config.lowercase, normalize=config.normalize,
+        val_fraction=config.val_fraction,
+        corpus=CorpusOptions(encoding=config.encoding, errors=config.errors, glob=config.glob),
+    )  # fmt: skip
+
+
+def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
+    names = ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else "")
+    if len(data.train) < context + 2:
+        raise TextweaverError(
+            f"{names}: the corpus has {len(data.train):,} training tokens, fewer than the context of {context} + 1: "
+            "give more text or a smaller --context"
+        )
+    if len(data.val) < 2:
+        raise TextweaverError(f"{names}: too little text for a validation split: give more text or a larger --val-fraction")
+
+
+def _write_samples(
+    generator: Generator, data: EncodedCorpus, config: TrainConfig, step: int, log: RunLog, console: Console
+) -> None:
+    """The per-evaluation samples of the classic Keras recipe: one random validation prompt, several temperatures."""
+    rng = np.random.default_rng(config.seed + step)
+    span = 40 if config.level == "char" else 12
+    start = int(rng.integers(0, max(1, len(data.val) - span)))
+    prompt = data.tokenizer.decode(int(i) for i in data.val[start : start + span]) or "\n"
+    texts = {}
+    for temperature in config.sample_temperatures:
+        request = GenerationRequest(prompt=prompt, length=config.sample_length, seed=config.seed + step,
+                                    sampling=SamplingOptions(temperature=temperature))  # fmt: skip
+        texts[temperature] = generator.generate(request, warn=False)[0]
+    log.samples(step, prompt, texts)
+    for temperature, text in texts.items():
+        console.print(f"[dim]--- sample, temperature {temperature}:[/dim]", highlight=False)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _diverged_message(run_dir: Path, step: int, loss: float, lr: float) -> str:
+    kept = "the last good checkpoint is in " + str(run_dir / "last") if (run_dir / "last").is_dir() else "no checkpoint was written yet"
+    return f"training diverged at step {step + 1} (loss {loss}); {kept}: lower --lr (now {lr:g}) and resume or restart"
+
+
+def _fmt_time(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
