@@ -85,7 +85,9 @@ class TextModel:
         """Prompt plus ``length`` generated tokens (characters for char models)."""
         return self.generator.generate(self.request(prompt, length, **options))[0]
 
-    def generate_many(self, prompt: str | None = None, length: int = 500, num_samples: int = 4, **options: Any) -> list[str]:
+    def generate_many(
+        self, prompt: str | None = None, length: int = 500, num_samples: int = 4, **options: Any
+    ) -> list[str]:
         """``num_samples`` continuations generated together as one batch."""
         return self.generator.generate(self.request(prompt, length, num_samples=num_samples, **options))
 

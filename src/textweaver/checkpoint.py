@@ -127,6 +127,7 @@ def _recover(directory: Path) -> None:
 def resolve(path: str | Path) -> Path:
     """The checkpoint folder meant by ``path``: a checkpoint itself, or a run's ``best/`` then ``last/``."""
     p = Path(path)
+    _recover(p)
     if not p.exists():
         raise TextweaverError(f"{p}: no such run directory: give the --out folder of a training run")
     for candidate in (p, p / "best", p / "last"):
@@ -134,7 +135,8 @@ def resolve(path: str | Path) -> Path:
         if (candidate / CONFIG).is_file():
             return candidate
     raise TextweaverError(
-        f"{p}: not a textweaver checkpoint (no config.json here or in best/ or last/): give a training run's --out folder"
+        f"{p}: not a textweaver checkpoint (no config.json here or in best/ or last/): "
+        "give a training run's --out folder"
     )
 
 
@@ -155,7 +157,9 @@ def load(path: str | Path) -> Checkpoint:
         )
     for name, expected in config.get("checksums", {}).items():
         if not (directory / name).is_file():
-            raise TextweaverError(f"{directory / name}: missing from the checkpoint: restore it or use the other of best/ and last/")
+            raise TextweaverError(
+                f"{directory / name}: missing from the checkpoint: restore it or use the other of best/ and last/"
+            )
         if _sha256(directory / name) != expected:
             raise TextweaverError(
                 f"{directory / name}: corrupted or truncated (checksum differs from config.json): "
@@ -193,7 +197,9 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise TextweaverError(f"{path}: unreadable weights ({e}): restore it, or use the other of best/ and last/") from None
+        raise TextweaverError(
+            f"{path}: unreadable weights ({e}): restore it, or use the other of best/ and last/"
+        ) from None
 
 
 def _cpu_float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,7 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from textweaver import __version__
-from textweaver.config import DEFAULT_MODEL, DEFAULT_PRESET, MODEL_KINDS, PRESETS, ModelConfig, TrainConfig, parse_duration
+from textweaver.config import (
+    DEFAULT_MODEL,
+    DEFAULT_PRESET,
+    MODEL_KINDS,
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    parse_duration,
+)
 from textweaver.errors import TextweaverError
 
 app = typer.Typer(
@@ -29,7 +37,9 @@ app = typer.Typer(
 # Typer may bundle its own copy of click, so take click's exception classes from Typer itself.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
-RunDir = Annotated[str, typer.Argument(help="A training run's --out folder (its best/, else last/), or a checkpoint folder.")]
+RunDir = Annotated[
+    str, typer.Argument(help="A training run's --out folder (its best/, else last/), or a checkpoint folder.")
+]
 
 
 def _version(value: bool) -> None:
@@ -40,50 +50,136 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Train a small language model on any text you own, then generate new text in its style."""
 
 
 @app.command()
 def train(
-    corpus: Annotated[list[str], typer.Argument(help="Text files, folders (searched recursively, see --glob) or builtin:shakespeare.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for checkpoints, logs and samples.", show_default=False)],
+    corpus: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text files, folders (searched recursively, see --glob) or builtin:shakespeare.", show_default=False
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory for checkpoints, logs and samples.", show_default=False)
+    ],
     model: Annotated[str, typer.Option(help=f"Model type: {', '.join(MODEL_KINDS)}.")] = DEFAULT_MODEL,
-    preset: Annotated[str | None, typer.Option(help=f"Named size: tiny, small, medium, large (see 'textweaver presets'). Default: {DEFAULT_PRESET}, unless explicit sizes are given.", show_default=False)] = None,
-    layers: Annotated[int | None, typer.Option(help="Explicit number of layers (instead of --preset).", show_default=False)] = None,
-    width: Annotated[int | None, typer.Option(help="Explicit embedding/hidden width (instead of --preset).", show_default=False)] = None,
-    heads: Annotated[int | None, typer.Option(help="Explicit attention heads, transformer only (instead of --preset).", show_default=False)] = None,
-    context: Annotated[int | None, typer.Option(help="Tokens per training window: the transformer's attention span, the RNN's BPTT length. Default: the preset's.", show_default=False)] = None,
-    dropout: Annotated[float, typer.Option(help="Dropout between layers; raise it (0.1-0.3) for long runs on small corpora.")] = 0.0,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Named size: tiny, small, medium, large (see 'textweaver presets'). "
+            f"Default: {DEFAULT_PRESET}, unless explicit sizes are given.",
+            show_default=False,
+        ),
+    ] = None,
+    layers: Annotated[
+        int | None, typer.Option(help="Explicit number of layers (instead of --preset).", show_default=False)
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(help="Explicit embedding/hidden width (instead of --preset).", show_default=False)
+    ] = None,
+    heads: Annotated[
+        int | None,
+        typer.Option(help="Explicit attention heads, transformer only (instead of --preset).", show_default=False),
+    ] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens per training window: the transformer's attention span, the RNN's BPTT length. "
+            "Default: the preset's.",
+            show_default=False,
+        ),
+    ] = None,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout between layers; raise it (0.1-0.3) for long runs on small corpora.")
+    ] = 0.0,
     positional: Annotated[str, typer.Option(help="Transformer positions: rotary or learned.")] = "rotary",
-    level: Annotated[str, typer.Option(help="Tokens: char (every Unicode character) or word (words, punctuation and spaces).")] = "char",
-    vocab_size: Annotated[int | None, typer.Option(help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000.", show_default=False)] = None,
-    val_fraction: Annotated[float, typer.Option(help="Fraction at the end of every file held out for validation.")] = 0.1,
-    lowercase: Annotated[bool, typer.Option("--lowercase", help="Lower-case the text first (prompts too). Off: text is used exactly as written.")] = False,
-    normalize: Annotated[str | None, typer.Option(help="Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False)] = None,
+    level: Annotated[
+        str, typer.Option(help="Tokens: char (every Unicode character) or word (words, punctuation and spaces).")
+    ] = "char",
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000.",
+            show_default=False,
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Fraction at the end of every file held out for validation.")
+    ] = 0.1,
+    lowercase: Annotated[
+        bool,
+        typer.Option(
+            "--lowercase", help="Lower-case the text first (prompts too). Off: text is used exactly as written."
+        ),
+    ] = False,
+    normalize: Annotated[
+        str | None,
+        typer.Option(
+            help="Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False
+        ),
+    ] = None,
     encoding: Annotated[str, typer.Option(help="Encoding of the corpus files.")] = "utf-8",
-    errors: Annotated[str, typer.Option(help="On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")] = "strict",
+    errors: Annotated[
+        str, typer.Option(help="On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")
+    ] = "strict",
     glob: Annotated[str, typer.Option(help="Which files to take from a folder.")] = "*.txt",
-    batch_size: Annotated[int | None, typer.Option(help="Windows per step. Default: the preset's.", show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW). Default: the preset's.", show_default=False)] = None,
-    warmup_steps: Annotated[int, typer.Option(help="Steps of linear learning-rate warmup before the cosine decay.")] = 100,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Windows per step. Default: the preset's.", show_default=False)
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate (AdamW). Default: the preset's.", show_default=False)
+    ] = None,
+    warmup_steps: Annotated[
+        int, typer.Option(help="Steps of linear learning-rate warmup before the cosine decay.")
+    ] = 100,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
     grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this (0: off).")] = 1.0,
-    max_time: Annotated[str | None, typer.Option(help="Training time budget, e.g. 90s, 5m, 1h30m. Default 5m when no other limit is given.", show_default=False)] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.", show_default=False)] = None,
-    epochs: Annotated[float | None, typer.Option(help="Stop after this many passes over the training tokens.", show_default=False)] = None,
-    patience: Annotated[int | None, typer.Option(help="Stop after this many evaluations without a better validation loss.", show_default=False)] = None,
-    eval_every: Annotated[int, typer.Option(help="Steps between evaluations; each prints samples and writes a checkpoint.")] = 500,
+    max_time: Annotated[
+        str | None,
+        typer.Option(
+            help="Training time budget, e.g. 90s, 5m, 1h30m. Default 5m when no other limit is given.",
+            show_default=False,
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help="Stop after this many optimizer steps.", show_default=False)
+    ] = None,
+    epochs: Annotated[
+        float | None, typer.Option(help="Stop after this many passes over the training tokens.", show_default=False)
+    ] = None,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many evaluations without a better validation loss.", show_default=False),
+    ] = None,
+    eval_every: Annotated[
+        int, typer.Option(help="Steps between evaluations; each prints samples and writes a checkpoint.")
+    ] = 500,
     eval_tokens: Annotated[int, typer.Option(help="Validation tokens scored per evaluation.")] = 131072,
     sample_length: Annotated[int, typer.Option(help="Tokens per sample printed at each evaluation.")] = 200,
     checkpoint_every: Annotated[str, typer.Option(help="Also write a checkpoint at least this often, e.g. 5m.")] = "5m",
     seed: Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")] = 1337,
     device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="Compile the model with torch.compile (slower start, may train faster).")] = False,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Compile the model with torch.compile (slower start, may train faster).")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)
+    ] = None,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard scalars to RUN_DIR/tensorboard.")] = True,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR/last if it exists (else start fresh), so a job can be relaunched with the same command.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue RUN_DIR/last if it exists (else start fresh), "
+            "so a job can be relaunched with the same command.",
+        ),
+    ] = False,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
 ) -> None:
     """Train a model on CORPUS and save checkpoints in --out.
@@ -108,16 +204,56 @@ def train(
 @app.command()
 def generate(
     run_dir: RunDir,
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Start text. Default: a random start sentence from the training corpus.", show_default=False)] = None,
-    length: Annotated[int, typer.Option("--length", "-n", help="Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.")] = 500,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.")] = 0.8,
-    top_k: Annotated[int | None, typer.Option(help="Sample only among the K likeliest tokens.", show_default=False)] = None,
-    top_p: Annotated[float | None, typer.Option(help="Sample only among the likeliest tokens that together reach probability P, in (0, 1].", show_default=False)] = None,
-    repetition_penalty: Annotated[float, typer.Option(help="Above 1 makes tokens used in the last 64 less likely; 1 = off.")] = 1.0,
-    num_samples: Annotated[int, typer.Option(help="Samples generated together as one batch; printed separated by a line of five dashes.")] = 1,
-    seed: Annotated[int | None, typer.Option(help="Random seed: the same seed and options give the same text.", show_default=False)] = None,
-    stream: Annotated[bool, typer.Option("--stream", help="Print characters as they are generated (one sample only).")] = False,
-    stop: Annotated[str | None, typer.Option(help="End a sample when this text appears (it is not printed).", show_default=False)] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt",
+            "-p",
+            help="Start text. Default: a random start sentence from the training corpus.",
+            show_default=False,
+        ),
+    ] = None,
+    length: Annotated[
+        int,
+        typer.Option(
+            "--length",
+            "-n",
+            help="Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.",
+        ),
+    ] = 500,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            "--temperature",
+            "-t",
+            help="Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.",
+        ),
+    ] = 0.8,
+    top_k: Annotated[
+        int | None, typer.Option(help="Sample only among the K likeliest tokens.", show_default=False)
+    ] = None,
+    top_p: Annotated[
+        float | None,
+        typer.Option(
+            help="Sample only among the likeliest tokens that together reach probability P, in (0, 1].",
+            show_default=False,
+        ),
+    ] = None,
+    repetition_penalty: Annotated[
+        float, typer.Option(help="Above 1 makes tokens used in the last 64 less likely; 1 = off.")
+    ] = 1.0,
+    num_samples: Annotated[
+        int, typer.Option(help="Samples generated together as one batch; printed separated by a line of five dashes.")
+    ] = 1,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed: the same seed and options give the same text.", show_default=False)
+    ] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", help="Print characters as they are generated (one sample only).")
+    ] = False,
+    stop: Annotated[
+        str | None, typer.Option(help="End a sample when this text appears (it is not printed).", show_default=False)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the samples and settings as one JSON object.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
 ) -> None:
@@ -139,7 +275,8 @@ def generate(
         return
     texts = model.generator.generate(request)
     if as_json:
-        print(json.dumps({"samples": texts, "settings": describe(request), "checkpoint": str(model.checkpoint.directory)},
+        payload = {"samples": texts, "settings": describe(request), "checkpoint": str(model.checkpoint.directory)}
+        print(json.dumps(payload,
                          ensure_ascii=False, indent=2))  # fmt: skip
         return
     print("\n-----\n".join(texts))
@@ -189,13 +326,18 @@ def presets() -> None:
     """List the named model sizes with their parameter counts (for a 65-character vocabulary)."""
     from textweaver.models import build_model, num_parameters
 
-    print(f"{'model':<12} {'preset':<7} {'layers':>6} {'width':>6} {'heads':>5} {'context':>7} {'batch':>5} {'lr':>7} {'params':>11}  note")
+    header = ("model", "preset", "layers", "width", "heads", "context", "batch", "lr", "params", "note")
+    rows = []
     for kind, table in PRESETS.items():
         for name, p in table.items():
-            cfg = ModelConfig(kind=kind, vocab_size=65, n_layer=p.n_layer, n_embd=p.n_embd, n_head=p.n_head, context=p.context)
-            n = num_parameters(build_model(cfg))
+            cfg = ModelConfig(kind=kind, vocab_size=65, n_layer=p.n_layer, n_embd=p.n_embd, n_head=p.n_head)
             heads = p.n_head if kind == "transformer" else "-"
-            print(f"{kind:<12} {name:<7} {p.n_layer:>6} {p.n_embd:>6} {heads:>5} {p.context:>7} {p.batch_size:>5} {p.lr:>7g} {n:>11,}  {p.note}")
+            n = num_parameters(build_model(cfg))
+            rows.append(
+                (kind, name, p.n_layer, p.n_embd, heads, p.context, p.batch_size, f"{p.lr:g}", f"{n:,}", p.note)
+            )
+    for row in (header, *rows):
+        print("{:<12} {:<7} {:>6} {:>6} {:>5} {:>7} {:>5} {:>7} {:>11}  {}".format(*row))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,8 +38,7 @@ class ModelConfig:
         if self.kind == "transformer":
             if self.n_head < 1 or self.n_embd % self.n_head:
                 raise TextweaverError(
-                    f"width {self.n_embd} is not divisible by {self.n_head} heads: "
-                    "choose --heads that divides --width"
+                    f"width {self.n_embd} is not divisible by {self.n_head} heads: choose --heads that divides --width"
                 )
             if self.positional == "rotary" and (self.n_embd // self.n_head) % 2:
                 raise TextweaverError("rotary positions need an even head size: change --width or --heads")

@@ -56,7 +56,9 @@ def resolve_paths(inputs: Sequence[str | Path], glob: str = "*.txt") -> list[Pat
         if path.is_dir():
             found = sorted(p for p in path.rglob(glob) if p.is_file())
             if not found:
-                raise TextweaverError(f"{path}: no files matching {glob!r} in this directory: pass --glob to choose others")
+                raise TextweaverError(
+                    f"{path}: no files matching {glob!r} in this directory: pass --glob to choose others"
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)

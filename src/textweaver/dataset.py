@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class DataOptions:
     lowercase: bool = False
     normalize: str | None = None
     val_fraction: float = 0.1
-    corpus: CorpusOptions = CorpusOptions()
+    corpus: CorpusOptions = field(default_factory=CorpusOptions)
 
 
 def cache_key(paths: list[Path], options: DataOptions) -> str:
@@ -101,7 +101,7 @@ def _encode(paths: list[Path], directory: Path, options: DataOptions, seed: int)
     files_meta = []
     with (tmp / "train.bin").open("wb") as train_f, (tmp / "val.bin").open("wb") as val_f:
         for path, n in zip(paths, counts, strict=True):
-            n_val = int(round(n * options.val_fraction)) if n > 1 else 0
+            n_val = round(n * options.val_fraction) if n > 1 else 0
             n_train = n - n_val
             written = 0
             for chunk in iter_preprocessed(path, options.corpus, options.lowercase, options.normalize):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,7 +33,7 @@ class GenerationRequest:
     num_samples: int = 1
     seed: int | None = None
     stop: str | None = None  # end a sample when this text appears (it is not included)
-    sampling: SamplingOptions = SamplingOptions()
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
 
     def validate(self) -> None:
         if self.length <= 0:
@@ -61,7 +61,7 @@ class Generator:
         unknown = self.tokenizer.unknown(prompt)
         if unknown and warn:
             shown = ", ".join(repr(t) for t in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-            print(f"textweaver: warning: prompt has {len(unknown)} token(s) the model never saw, read as <unk>: {shown}",
+            print(f"textweaver: warning: prompt has {len(unknown)} unknown token(s), read as <unk>: {shown}",
                   file=sys.stderr)  # fmt: skip
         ids = self.tokenizer.encode(prompt)
         if len(ids) == 0:

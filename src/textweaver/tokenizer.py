@@ -193,7 +193,7 @@ def make_tokenizer(data: dict[str, Any]) -> Tokenizer:
         raise TextweaverError(f"tokenizer.json is damaged ({e}): retrain or restore the checkpoint") from None
     if version > FORMAT_VERSION:
         raise TextweaverError(
-            f"tokenizer format {version} is newer than this textweaver understands ({FORMAT_VERSION}): upgrade textweaver"
+            f"tokenizer format {version} is newer than this textweaver reads ({FORMAT_VERSION}): upgrade textweaver"
         )
     cls = {"char": CharTokenizer, "word": WordTokenizer}.get(level)
     if cls is None:

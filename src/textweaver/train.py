@@ -41,6 +41,7 @@ from textweaver.sampling import SamplingOptions
 from textweaver.schedule import learning_rate
 
 DEFAULT_MAX_TIME = 300.0
+MIN_IMPROVEMENT = 1e-3  # nats/token a validation loss must drop by to reset --patience
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
     "max_time", "max_steps", "epochs", "patience", "eval_every", "eval_tokens", "sample_length",
@@ -71,7 +72,7 @@ def train(
     console: Console | None = None,
 ) -> TrainResult:
     config = config or TrainConfig()
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
     run_dir = Path(out)
     last_dir = run_dir / "last"
 
@@ -87,9 +88,7 @@ def train(
             )
         saved = checkpoint.load(last_dir)
         trainer_state = checkpoint.load_trainer_state(saved.directory)
-        config = TrainConfig.from_dict(
-            {**saved.train_config, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES}}
-        )
+        config = TrainConfig.from_dict({**saved.train_config, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES}})
         console.print(f"resuming {last_dir} from step {trainer_state['step']}")
     elif resume:
         console.print(f"no checkpoint in {last_dir}: starting a fresh run")
@@ -158,14 +157,17 @@ def train(
         s.last_save = time.monotonic()
 
     def evaluate() -> None:
-        result = score(model, data.val, config.batch_size, config.eval_tokens, device, autocast)
+        result = score(model, data.val, batches.batch, config.eval_tokens, device, autocast)
         s.val_loss = result.nats_per_token
         s.val_bpc = result.bits_per_char(data.chars_per_token)
         improved = s.best_val_loss is None or s.val_loss < s.best_val_loss
-        if improved:
-            s.best_val_loss, s.bad_evals = s.val_loss, 0
+        # for --patience only gains of at least MIN_IMPROVEMENT count: tiny drifts do not keep a run alive
+        if s.best_val_loss is None or s.val_loss < s.best_val_loss - MIN_IMPROVEMENT:
+            s.bad_evals = 0
         else:
             s.bad_evals += 1
+        if improved:
+            s.best_val_loss = s.val_loss
         s.last_eval_step = s.step
         log.metrics(s.step, s.metrics())
         console.print(
@@ -224,11 +226,18 @@ def train(
                 save()
     log.close()
     if stopped == "interrupted":
-        console.print(f"stopped at step {s.step}; checkpoint saved. Resume with: textweaver train ... --out {run_dir} --resume")
+        console.print(
+            f"stopped at step {s.step}; checkpoint saved. Resume with: textweaver train ... --out {run_dir} --resume"
+        )
     elif stopped == "already-complete":
-        console.print(f"{run_dir} already reached its budget at step {s.step}: nothing to do (raise --max-time or --max-steps to go on)")
+        console.print(
+            f"{run_dir} already reached its budget at step {s.step}: nothing to do "
+            "(raise --max-time or --max-steps to go on)"
+        )
     else:
-        console.print(f"done ({stopped}) at step {s.step}: best val {s.best_val_loss:.4f} nats/token; model in {run_dir}")
+        console.print(
+            f"done ({stopped}) at step {s.step}: best val {s.best_val_loss:.4f} nats/token; model in {run_dir}"
+        )
     return TrainResult(
         run_dir=run_dir, steps=s.step, tokens=s.tokens, elapsed=s.elapsed(), val_loss=s.val_loss, val_bpc=s.val_bpc,
         best_val_loss=s.best_val_loss, stopped=stopped, resumed=saved is not None, parameters=n_params,
@@ -368,7 +377,9 @@ def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
             "give more text or a smaller --context"
         )
     if len(data.val) < 2:
-        raise TextweaverError(f"{names}: too little text for a validation split: give more text or a larger --val-fraction")
+        raise TextweaverError(
+            f"{names}: too little text for a validation split: give more text or a larger --val-fraction"
+        )
 
 
 def _write_samples(
@@ -391,7 +402,11 @@ def _write_samples(
 
 
 def _diverged_message(run_dir: Path, step: int, loss: float, lr: float) -> str:
-    kept = "the last good checkpoint is in " + str(run_dir / "last") if (run_dir / "last").is_dir() else "no checkpoint was written yet"
+    kept = (
+        "the last good checkpoint is in " + str(run_dir / "last")
+        if (run_dir / "last").is_dir()
+        else "no checkpoint was written yet"
+    )
     return f"training diverged at step {step + 1} (loss {loss}); {kept}: lower --lr (now {lr:g}) and resume or restart"
 
 

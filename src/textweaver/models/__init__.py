@@ -44,4 +44,4 @@ def detach_state(state: Any) -> Any:
     return type(state)(detach_state(s) for s in state)
 
 
-__all__ = ["LanguageModel", "build_model", "num_parameters", "detach_state"]
+__all__ = ["LanguageModel", "build_model", "detach_state", "num_parameters"]

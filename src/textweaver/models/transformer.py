@@ -90,6 +90,9 @@ class Block(nn.Module):
 
 
 class TransformerLanguageModel(nn.Module):
+    rot_cos: torch.Tensor  # (context, head_dim / 2) rotary tables, buffers
+    rot_sin: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = c = config
@@ -119,8 +122,8 @@ class TransformerLanguageModel(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
-        B, T = idx.shape
-        past_len = 0 if not state else state[0][0].shape[2]
+        T = idx.shape[1]
+        past_len = state[0][0].shape[2] if state else 0
         if past_len + T > self.config.context:
             raise ValueError(f"{past_len + T} positions exceed the context of {self.config.context}")
         x = self.wte(idx)  # (B, T, C)

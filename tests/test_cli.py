@@ -1,0 +1,180 @@
+"""The command line: the documented contract end to end, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+
+from textweaver.cli import app, main
+
+from conftest import SHAKESPEARE
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def textweaver(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "textweaver", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_generate_eval_info_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    trained = textweaver("train", str(SHAKESPEARE), "--out", str(out), "--preset", "tiny", "--max-steps", "40",
+                         "--eval-every", "20", "--sample-length", "20")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout == ""  # training talks on stderr only
+    assert "val" in trained.stderr and "bits/char" in trained.stderr
+
+    generated = textweaver("generate", str(out), "--prompt", "ROMEO:", "--length", "80", "--seed", "1")
+    assert generated.returncode == 0, generated.stderr
+    assert generated.stdout.startswith("ROMEO:") and len(generated.stdout) == len("ROMEO:") + 80 + 1  # + newline
+    again = textweaver("generate", str(out), "--prompt", "ROMEO:", "--length", "80", "--seed", "1")
+    assert again.stdout == generated.stdout
+
+    evaluated = textweaver("eval", str(out), str(SHAKESPEARE), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    scores = json.loads(evaluated.stdout)
+    assert set(scores) == {"nats_per_token", "bits_per_char", "perplexity", "tokens", "chars", "unk_rate"}
+    assert scores["chars"] == len(SHAKESPEARE.read_text()) and scores["unk_rate"] == 0.0
+    assert 0 < scores["bits_per_char"] < 6
+
+    described = textweaver("info", str(out / "last"))
+    assert described.returncode == 0 and "transformer" in described.stdout and "val_loss" in described.stdout
+
+
+def test_generate_options_json_stream_and_samples(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["generate", str(trained_run), "-p", "To be", "-n", "30", "--seed", "3", "--json",
+                            "--num-samples", "3", "--top-k", "5", "--top-p", "0.9"], capsys)  # fmt: skip
+    assert code == 0
+    payload = json.loads(out)
+    assert len(payload["samples"]) == 3 and all(len(s) == 35 and s.startswith("To be") for s in payload["samples"])
+    assert payload["settings"]["top_k"] == 5 and payload["settings"]["temperature"] == 0.8
+
+    code, streamed, _ = run_cli(
+        ["generate", str(trained_run), "-p", "To be", "-n", "30", "--seed", "3", "--stream"], capsys
+    )
+    code2, plain, _ = run_cli(["generate", str(trained_run), "-p", "To be", "-n", "30", "--seed", "3"], capsys)
+    assert code == code2 == 0 and streamed == plain
+
+    code, many, _ = run_cli(["generate", str(trained_run), "-n", "10", "--num-samples", "2", "--seed", "1"], capsys)
+    assert code == 0 and many.count("\n-----\n") == 1
+
+
+def test_no_prompt_starts_from_a_corpus_sentence(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = json.loads((trained_run / "best" / "prompts.json").read_text())
+    code, out, _ = run_cli(["generate", str(trained_run), "-n", "10", "--seed", "9"], capsys)
+    assert code == 0 and out[: -10 - 1] in prompts
+
+
+def test_every_command_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        code, out, _ = run_cli([name, "--help"], capsys)
+        assert code == 0 and "Usage:" in out
+        for param in command.params:
+            assert getattr(param, "help", None), f"{name}: {param.name} has no help text"
+            flag = max(param.opts, key=len)
+            assert flag in out or param.name in out, f"{name} --help does not show {flag}"
+
+
+def test_presets_lists_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["presets"], capsys)
+    assert code == 0
+    assert "transformer  small" in out and "lstm" in out and "gru" in out
+
+
+@pytest.mark.slow
+def test_python_dash_m_works_like_the_command() -> None:
+    result = textweaver("--version")
+    assert result.returncode == 0 and result.stdout.startswith("textweaver ")
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_CORPORA = {
+    "empty": (b"", "empty"),
+    "binary": (b"\x7fELF\x02\x01\x00\x00abc", r"binary file \(NUL byte at byte offset 6\)"),
+    "invalid_utf8": (
+        b"hello world\n" * 10 + b"caf\xe9\n",
+        "invalid utf-8 at byte offset 123.*--encoding.*--errors replace",
+    ),
+    "short": (b"tiny text\n", "fewer than the context"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CORPORA))
+def test_bad_corpora_fail_with_one_line_and_leave_no_checkpoint(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, message = BAD_CORPORA[case]
+    corpus = _write(tmp_path / "corpus.txt", data)
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(
+        ["train", str(corpus), "--out", str(out), "--max-steps", "5", "--no-tensorboard"], capsys
+    )
+    assert code == 2 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith("textweaver: error: ")
+    assert re.search(message, err), err
+    assert not (out / "last").exists() and not (out / "best").exists()
+    assert not list(out.glob(".*tmp*")) if out.exists() else True
+
+
+def _corrupt_weights(run: Path) -> None:
+    weights = run / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:500])
+
+
+def _newer_format(run: Path) -> None:
+    config_path = run / "best" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["format_version"] = 99
+    config_path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "{tmp}/missing.txt", "--out", "{tmp}/r"], "missing.txt: no such file or directory"),
+    (["generate", "{tmp}"], "not a textweaver checkpoint"),
+    (["generate", "{run}", "--temperature", "-1"], "--temperature must be >= 0"),
+    (["generate", "{run}", "--top-p", "1.5"], r"--top-p must be in \(0, 1\]"),
+    (["generate", "{run}", "--top-p", "0"], r"--top-p must be in \(0, 1\]"),
+    (["generate", "{run}", "--length", "0"], "--length must be at least 1"),
+    (["generate", "{run}", "--length", "-5"], "--length must be at least 1"),
+    (["generate", "{run}", "--length", "many"], "Invalid value for '--length'"),
+    (["generate", "{run}", "--temperature", "hot"], "Invalid value for '--temperature'"),
+    (["train", "{corpus}", "--out", "{tmp}/r", "--max-time", "soon"], "--max-time: cannot read 'soon'"),
+    (["train", "{corpus}", "--out", "{tmp}/r", "--max-steps", "ten"], "Invalid value for '--max-steps'"),
+    (["train", "{corpus}", "--out", "{tmp}/r", "--preset", "tiny", "--layers", "3"], "not both"),
+    (["train", "{corpus}", "--out", "{tmp}/r", "--model", "cnn"], "unknown --model 'cnn'"),
+    (["eval", "{run}", "{tmp}/missing.txt"], "no such file"),
+    (["generate", "{corrupt}"], "corrupted or truncated"),
+    (["generate", "{newer}"], "newer than this textweaver"),
+])  # fmt: skip
+def test_bad_input_gets_one_line_and_exit_status_2(
+    args: list[str], message: str, tmp_path: Path, trained_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corrupt, newer = tmp_path / "corrupt", tmp_path / "newer"
+    for copy, damage in ((corrupt, _corrupt_weights), (newer, _newer_format)):
+        shutil.copytree(trained_run, copy)
+        damage(copy)
+    values = {"tmp": tmp_path, "run": trained_run, "corpus": SHAKESPEARE, "corrupt": corrupt, "newer": newer}
+    code, out, err = run_cli([a.format(**values) for a in args], capsys)
+    assert code == 2, err
+    assert out == "" and err.count("\n") == 1 and err.startswith("textweaver: error: ")
+    assert re.search(message, err), err

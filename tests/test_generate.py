@@ -1,0 +1,110 @@
+"""Generation: incremental and reproducible, sliding past the context, stop strings, prompts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textweaver.config import ModelConfig
+from textweaver.errors import TextweaverError
+from textweaver.generate import GenerationRequest, Generator
+from textweaver.models import build_model
+from textweaver.sampling import SamplingOptions
+from textweaver.tokenizer import CharTokenizer
+
+VOCAB = ["<unk>", *"abcdefghij \n."]
+
+
+def generator(kind: str = "transformer", context: int = 16) -> Generator:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=kind, vocab_size=len(VOCAB), n_layer=2, n_embd=32, n_head=4, context=context)
+    return Generator(build_model(cfg), CharTokenizer(VOCAB), ["abc def.", "ghij."], torch.device("cpu"))
+
+
+def request(**kw: object) -> GenerationRequest:
+    sampling = kw.pop("sampling", SamplingOptions(temperature=1.0))
+    return GenerationRequest(sampling=sampling, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "transformer"])
+def test_output_is_prompt_plus_exactly_length_characters(kind: str) -> None:
+    text = generator(kind).generate(request(prompt="abc", length=37, seed=1))[0]
+    assert text.startswith("abc") and len(text) == 3 + 37
+    assert set(text) <= set(VOCAB[1:])  # <unk> is never produced
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_same_seed_same_text_and_other_seed_other_text(kind: str) -> None:
+    g = generator(kind)
+    a = g.generate(request(prompt="ab", length=60, seed=7))
+    assert a == g.generate(request(prompt="ab", length=60, seed=7))
+    assert a != g.generate(request(prompt="ab", length=60, seed=8))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "transformer"])
+def test_incremental_generation_equals_recomputing_the_window_each_token(kind: str) -> None:
+    """Within the context the cached path must choose exactly what full recomputation chooses."""
+    g = generator(kind, context=64)
+    greedy = SamplingOptions(temperature=0.0)
+    fast = g.generate(request(prompt="abc de", length=50, sampling=greedy))[0]
+    assert fast == g.naive_steps("abc de", 50, greedy)
+
+
+def test_transformer_keeps_generating_past_its_context_with_a_moving_window() -> None:
+    g = generator("transformer", context=16)
+    text = g.generate(request(prompt="abcdefghij abcdefghij", length=200, seed=3))[0]
+    assert len(text) == 21 + 200
+    # the window moves: the last 16 characters are not a frozen copy of an earlier window
+    tail = text[-16:]
+    assert text.count(tail) < 5
+
+
+def test_batch_of_samples_are_generated_together_and_differ() -> None:
+    texts = generator().generate(request(prompt="a", length=40, num_samples=6, seed=2))
+    assert len(texts) == 6 and all(len(t) == 41 for t in texts)
+    assert len(set(texts)) > 1
+
+
+def test_no_prompt_draws_a_start_sentence_from_the_corpus() -> None:
+    text = generator().generate(request(prompt=None, length=5, seed=4))[0]
+    assert text[:-5] in ("abc def.", "ghij.")
+
+
+def test_stop_string_ends_the_sample_and_is_not_included() -> None:
+    g = generator()
+    for seed in range(20):
+        full = g.generate(request(prompt="a", length=80, seed=seed))[0]
+        if "." in full[1:]:
+            cut = g.generate(request(prompt="a", length=80, seed=seed, stop="."))[0]
+            assert cut == full[: full.index(".", 1)]
+            return
+    pytest.fail("no sample contained the stop string")
+
+
+def test_streamed_pieces_join_to_the_generated_text() -> None:
+    g = generator()
+    pieces = [p[0] for p in g.stream(request(prompt="ab", length=30, seed=5))]
+    assert pieces[0] == "ab"
+    assert "".join(pieces) == g.generate(request(prompt="ab", length=30, seed=5))[0]
+
+
+def test_unknown_prompt_characters_warn_once_and_still_generate(capsys: pytest.CaptureFixture[str]) -> None:
+    text = generator().generate(request(prompt="abz€", length=5, seed=1))[0]
+    err = capsys.readouterr().err
+    assert "'z'" in err and "'€'" in err and err.count("warning") == 1
+    assert text.startswith("abz€") and len(text) == 9
+
+
+def test_prompt_longer_than_the_context_is_cut_to_its_end() -> None:
+    text = generator(context=16).generate(request(prompt="abcdefghij" * 10, length=10, seed=1))[0]
+    assert len(text) == 110
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"length": 0}, "--length"), ({"num_samples": 0}, "--num-samples"), ({"stop": ""}, "--stop"),
+    ({"sampling": SamplingOptions(temperature=-0.5)}, "--temperature"),
+    ({"sampling": SamplingOptions(top_p=0.0)}, "--top-p"),
+])  # fmt: skip
+def test_bad_requests_are_refused(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(TextweaverError, match=message):
+        generator().generate(request(prompt="a", **kw))
