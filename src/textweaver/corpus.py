@@ -125,22 +125,24 @@ def file_digest(path: Path) -> str:
 def safe_cut(text: str) -> int:
     """An index where ``text`` can be split so that each side normalises and tokenises exactly
     as the whole would: just after a non-space character that is followed by whitespace (the
-    last such place before a newline when there is one), else before a character that starts a
-    grapheme. 0 means no such place was found."""
+    last such place before a newline when there is one). 0 means there is no such place."""
     nl = text.rfind("\n")
-    search_end = nl if nl >= 0 else len(text)
-    ws = search_end
-    while ws > 0 and not text[ws - 1].isspace():
-        ws -= 1
-    if ws == 0 and nl < 0:  # one long run without whitespace
-        for i in range(len(text) - 1, 0, -1):
-            if unicodedata.combining(text[i]) == 0 and not text[i].isspace():
-                return i
-        return 0
-    i = ws if nl < 0 else search_end
+    i = nl if nl >= 0 else len(text)
+    if nl < 0:  # no newline: back up to the start of the last non-space run, i.e. to whitespace
+        while i > 0 and not text[i - 1].isspace():
+            i -= 1
     while i > 0 and text[i - 1].isspace():
         i -= 1
     return i
+
+
+def grapheme_cut(text: str) -> int:
+    """A last-resort split for text without whitespace: before the last character that does not
+    combine with the one before it (a 32 MB run of letters may still split a 'word')."""
+    for i in range(len(text) - 1, 0, -1):
+        if unicodedata.combining(text[i]) == 0:
+            return i
+    return len(text)
 
 
 def iter_preprocessed(
@@ -152,10 +154,11 @@ def iter_preprocessed(
     for text in iter_text(path, options):
         text = carry + text
         cut = safe_cut(text)
-        if cut == 0 and len(text) < 4 * CHUNK_BYTES:
-            carry = text
-            continue
-        cut = cut or len(text)
+        if cut == 0:
+            if len(text) < 4 * CHUNK_BYTES:
+                carry = text
+                continue
+            cut = grapheme_cut(text)
         carry = text[cut:]
         yield preprocess(text[:cut], lowercase, normalize)
     if carry:

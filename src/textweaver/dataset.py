@@ -57,7 +57,7 @@ def cache_key(paths: list[Path], options: DataOptions) -> str:
     h = hashlib.sha256()
     h.update(f"textweaver-cache-{CACHE_VERSION}".encode())
     for path in paths:
-        h.update(file_digest(path).encode())
+        h.update(f"{path.resolve()}\0{file_digest(path)}\0".encode())
     opts = {
         "level": options.level, "vocab_size": options.vocab_size, "lowercase": options.lowercase,
         "normalize": options.normalize, "val_fraction": options.val_fraction,

@@ -42,7 +42,7 @@ def next_tokens(
     ``recent`` (B, W) holds the last generated ids for the repetition penalty; ``banned`` is an
     id never produced (``<unk>`` by default, so unknown-token markers never appear in output).
     """
-    logits = logits.float()
+    logits = logits.float().clone()  # never modify the caller's tensor
     if banned is not None and logits.shape[-1] > 1:
         logits[:, banned] = float("-inf")
     if recent is not None and options.repetition_penalty != 1.0 and recent.numel():

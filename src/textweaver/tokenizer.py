@@ -38,6 +38,8 @@ class Tokenizer:
     level = ""
 
     def __init__(self, vocab: list[str], lowercase: bool = False, normalize: str | None = None) -> None:
+        if not all(isinstance(t, str) for t in vocab):
+            raise TextweaverError("tokenizer vocabulary holds non-text entries: the tokenizer.json is damaged")
         if not vocab or vocab[0] != UNK:
             raise TextweaverError("tokenizer vocabulary must start with <unk>: the tokenizer.json is damaged")
         self.vocab = vocab
@@ -185,6 +187,8 @@ class VocabCounter:
 
 def make_tokenizer(data: dict[str, Any]) -> Tokenizer:
     """Rebuild a tokenizer from its JSON dict, refusing unknown formats with a clear message."""
+    if not isinstance(data, dict):
+        raise TextweaverError("tokenizer.json is damaged (not a JSON object): retrain or restore the checkpoint")
     try:
         version = int(data.get("format_version", 0))
         level = data["level"]
