@@ -27,5 +27,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from textweaver import train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    train([SHAKESPEARE], out, max_steps=60, **TINY)
+    train([SHAKESPEARE], out, model="transformer", max_steps=60, **TINY)
     return out

@@ -53,7 +53,7 @@ def test_train_generate_eval_info_end_to_end(tmp_path: Path) -> None:
     assert 0 < scores["bits_per_char"] < 6
 
     described = textweaver("info", str(out / "last"))
-    assert described.returncode == 0 and "transformer" in described.stdout and "val_loss" in described.stdout
+    assert described.returncode == 0 and "lstm" in described.stdout and "val_loss" in described.stdout
 
 
 def test_generate_options_json_stream_and_samples(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:

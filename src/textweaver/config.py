@@ -14,12 +14,13 @@ from typing import Any
 from textweaver.errors import TextweaverError
 
 MODEL_KINDS = ("lstm", "gru", "transformer")
+DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
 LEVELS = ("char", "word")
 
 
 @dataclass
 class ModelConfig:
-    kind: str = "transformer"  # lstm | gru | transformer
+    kind: str = DEFAULT_MODEL  # lstm | gru | transformer
     vocab_size: int = 0  # filled in from the tokenizer
     n_layer: int = 4  # recurrent layers or transformer blocks
     n_embd: int = 128  # embedding width = recurrent hidden size = transformer width
@@ -81,7 +82,6 @@ PRESETS: dict[str, dict[str, Preset]] = {
         "large": Preset(3, 768, 1, 128, 64, 1e-3, "GPU-sized"),
     },
 }
-DEFAULT_MODEL = "transformer"
 DEFAULT_PRESET = "small"
 
 

@@ -1,0 +1,61 @@
+"""Shared by the benchmarks: machine facts and writing results as JSON + a markdown table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write(name: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "") -> str:
+    """Save rows as bench/results/NAME.json and NAME.md; return the markdown table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    facts = machine()
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=2, ensure_ascii=False))
+    lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    facts_line = ", ".join(f"{k}: {v}" for k, v in facts.items())
+    md = f"# {name}\n\n{facts_line}\n\n" + "\n".join(lines) + ("\n\n" + notes if notes else "") + "\n"
+    (RESULTS / f"{name}.md").write_text(md)
+    return md
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)

@@ -1,0 +1,79 @@
+"""Generation speed: characters per second for 1 stream and for 64 parallel samples, per model
+type and preset, next to the naive way (re-running the whole window for every character, as the
+Keras recipe does) measured in the same run.
+
+    python -m bench.generation [--presets tiny,small] [--length 2000] [--run RUN_DIR]
+
+With --run, the trained model in RUN_DIR is measured as well. Weights do not change the speed,
+so the presets are measured with fresh weights over a 65-character vocabulary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from bench.common import write
+from textweaver import load
+from textweaver.config import PRESETS, ModelConfig
+from textweaver.generate import GenerationRequest, Generator
+from textweaver.models import build_model, num_parameters
+from textweaver.sampling import SamplingOptions
+from textweaver.tokenizer import CharTokenizer
+
+VOCAB = ["<unk>", *"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]
+PROMPT = "ROMEO:\nIs the day so young?\n"
+
+
+def chars_per_s(generator: Generator, length: int, samples: int) -> float:
+    request = GenerationRequest(prompt=PROMPT, length=length, num_samples=samples, seed=0,
+                                sampling=SamplingOptions(temperature=0.8))  # fmt: skip
+    generator.generate(GenerationRequest(prompt=PROMPT, length=20, num_samples=samples, seed=0))  # warm-up
+    start = time.perf_counter()
+    generator.generate(request)
+    return length * samples / (time.perf_counter() - start)
+
+
+def naive_chars_per_s(generator: Generator, length: int) -> float:
+    start = time.perf_counter()
+    generator.naive_steps(PROMPT, length, SamplingOptions(temperature=0.8))
+    return length / (time.perf_counter() - start)
+
+
+def measure(name: str, generator: Generator, params: int, length: int) -> dict[str, object]:
+    one = chars_per_s(generator, length, 1)
+    many = chars_per_s(generator, max(length // 4, 100), 64)
+    naive = naive_chars_per_s(generator, max(length // 10, 100))
+    return {"model": name, "params": params, "chars_per_s_1": one, "chars_per_s_64": many,
+            "naive_chars_per_s_1": naive, "speedup_vs_naive": one / naive}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="tiny,small,medium")
+    parser.add_argument("--length", type=int, default=2000)
+    parser.add_argument("--run", help="also measure this trained run")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    tokenizer = CharTokenizer(VOCAB)
+    for kind in PRESETS:
+        for preset in args.presets.split(","):
+            p = PRESETS[kind][preset]
+            cfg = ModelConfig(kind=kind, vocab_size=len(VOCAB), n_layer=p.n_layer, n_embd=p.n_embd,
+                              n_head=p.n_head, context=p.context)  # fmt: skip
+            model = build_model(cfg).eval()
+            generator = Generator(model, tokenizer, [], torch.device("cpu"))
+            rows.append(measure(f"{kind} {preset}", generator, num_parameters(model), args.length))
+            print(rows[-1], flush=True)
+    if args.run:
+        trained = load(args.run)
+        rows.append(measure(f"trained: {args.run}", trained.generator, num_parameters(trained.model), args.length))
+    columns = ["model", "params", "chars_per_s_1", "chars_per_s_64", "naive_chars_per_s_1", "speedup_vs_naive"]
+    print(write("generation", rows, columns, "chars/s on the CPU; naive = whole window re-run per character."))
+
+
+if __name__ == "__main__":
+    main()
