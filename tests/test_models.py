@@ -80,7 +80,11 @@ def test_detach_state_cuts_the_graph_but_keeps_values() -> None:
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"kind": "cnn"}, "unknown model"), ({"n_embd": 30, "n_head": 4}, "not divisible"), ({"dropout": 1.0}, "dropout")],
+    [
+        ({"kind": "cnn"}, "unknown model"),
+        ({"kind": "transformer", "n_embd": 30, "n_head": 4}, "not divisible"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
 )
 def test_invalid_configs_are_refused_with_a_reason(changes: dict[str, object], message: str) -> None:
     cfg = ModelConfig(vocab_size=10, **changes)  # type: ignore[arg-type]

@@ -8,7 +8,8 @@
   when the streams wrap around.
 
 Both copy only ``batch x (context + 1)`` ids per step; the corpus is never materialised as
-windows or one-hot vectors.
+windows or one-hot vectors. Under DistributedDataParallel every rank builds the same global
+batch layout (same seed) and keeps only its ``rank`` share of the rows.
 """
 
 from __future__ import annotations
@@ -19,15 +20,21 @@ import numpy as np
 import torch
 
 
+def _share(batch: int, rank: int, world: int) -> slice:
+    per_rank = batch // world
+    return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
 class RandomWindows:
-    def __init__(self, ids: np.ndarray, batch: int, context: int, seed: int) -> None:
+    def __init__(self, ids: np.ndarray, batch: int, context: int, seed: int, rank: int = 0, world: int = 1) -> None:
         self.ids, self.batch, self.context = ids, batch, context
+        self.rows = _share(batch, rank, world)  # this process's rows of the global batch
         self.gen = torch.Generator().manual_seed(seed)
         self._offsets = np.arange(context + 1)
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """Inputs (B, T), targets (B, T), and whether carried state must be reset (always)."""
-        starts = torch.randint(0, len(self.ids) - self.context, (self.batch,), generator=self.gen).numpy()
+        starts = torch.randint(0, len(self.ids) - self.context, (self.batch,), generator=self.gen).numpy()[self.rows]
         rows = torch.from_numpy(self.ids[starts[:, None] + self._offsets].astype(np.int64))  # (B, T+1)
         return rows[:, :-1], rows[:, 1:], True
 
@@ -39,12 +46,13 @@ class RandomWindows:
 
 
 class StreamWindows:
-    def __init__(self, ids: np.ndarray, batch: int, context: int, seed: int) -> None:
+    def __init__(self, ids: np.ndarray, batch: int, context: int, seed: int, rank: int = 0, world: int = 1) -> None:
         # fewer streams than asked for when the corpus is too short to give each a window
-        self.batch = max(1, min(batch, (len(ids) - 1) // context))
+        self.batch = max(world, min(batch, (len(ids) - 1) // context))
         self.ids, self.context = ids, context
         self.stream_len = (len(ids) - 1) // self.batch
-        self._rows = (np.arange(self.batch) * self.stream_len)[:, None] + np.arange(context + 1)
+        self.rows = _share(self.batch, rank, world)
+        self._rows = (np.arange(self.batch)[self.rows] * self.stream_len)[:, None] + np.arange(context + 1)
         self.pos = 0
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -62,5 +70,7 @@ class StreamWindows:
         self.pos = int(state["pos"])
 
 
-def make_batches(kind: str, ids: np.ndarray, batch: int, context: int, seed: int) -> RandomWindows | StreamWindows:
-    return (RandomWindows if kind == "transformer" else StreamWindows)(ids, batch, context, seed)
+def make_batches(
+    kind: str, ids: np.ndarray, batch: int, context: int, seed: int, rank: int = 0, world: int = 1
+) -> RandomWindows | StreamWindows:
+    return (RandomWindows if kind == "transformer" else StreamWindows)(ids, batch, context, seed, rank, world)

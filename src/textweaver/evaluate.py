@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from textweaver.distributed import Dist
 from textweaver.models import LanguageModel
 
 
@@ -39,7 +40,10 @@ def score(
     max_tokens: int | None = None,
     device: torch.device | str = "cpu",
     autocast: AbstractContextManager[object] | None = None,
+    ranks: Dist | None = None,
 ) -> Score:
+    """Score ``ids``; with ``ranks`` each process scores its share of the streams and the totals
+    are summed, so every rank gets the score of the whole."""
     n = len(ids) if max_tokens is None else min(len(ids), max_tokens + 1)
     if n < 2:
         return Score(0.0, 0)
@@ -47,18 +51,22 @@ def score(
     streams = max(1, min(batch_size, (n - 1) // context))
     length = (n - 1) // streams
     data = torch.from_numpy(np.asarray(ids[: streams * length + 1]).astype(np.int64)).to(device)
-    x_all = data[:-1].view(streams, length)  # (S, L)
-    y_all = data[1:].view(streams, length)
+    shard = slice(None) if ranks is None else slice(ranks.rank, None, ranks.world_size)
+    x_all = data[:-1].view(streams, length)[shard]  # (S, L), this rank's streams
+    y_all = data[1:].view(streams, length)[shard]
     carry = model.config.kind != "transformer"
     was_training = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
     with autocast or nullcontext():
-        for j in range(0, length, context):
+        for j in range(0, length if len(x_all) else 0, context):
             logits, new_state = model(x_all[:, j : j + context], state)
             state = new_state if carry else None
             y = y_all[:, j : j + context]
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
     model.train(was_training)
-    return Score(float(total), streams * length)
+    nats, tokens = float(total), float(len(x_all) * length)
+    if ranks is not None:
+        nats, tokens = ranks.sum([nats, tokens])
+    return Score(nats, int(tokens))

@@ -5,6 +5,9 @@ truncated BPTT for RNNs (hidden state carried across consecutive windows of each
 when the streams wrap), periodic evaluation with samples, atomic checkpoints, and a clean stop
 on Ctrl-C / SIGTERM that saves first. ``resume=True`` continues ``RUN_DIR/last`` exactly
 (weights, optimizer, schedule position, RNG and data position) when it exists.
+
+Under ``torchrun`` the same loop runs in every process with DistributedDataParallel (see
+``distributed.py``): ranks agree on every decision each step, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import dataclasses
 import math
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import checkpoint
+from textweaver import checkpoint, distributed
 from textweaver.batches import make_batches
 from textweaver.config import TrainConfig
 from textweaver.corpus import CorpusOptions, resolve_paths
@@ -72,8 +77,24 @@ def train(
     console: Console | None = None,
 ) -> TrainResult:
     config = config or TrainConfig()
-    console = console or Console(stderr=True, soft_wrap=True)
-    run_dir = Path(out)
+    ranks, device_name = distributed.from_environment(config.device)
+    console = console or Console(stderr=True, soft_wrap=True, quiet=not ranks.is_main)
+    try:
+        return _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks, device_name)
+    finally:
+        distributed.shutdown()
+
+
+def _train(
+    corpus: Sequence[str | Path],
+    run_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    progress: bool,
+    console: Console,
+    ranks: distributed.Dist,
+    device_name: str,
+) -> TrainResult:
     last_dir = run_dir / "last"
 
     # ---- resume or start fresh
@@ -98,16 +119,21 @@ def train(
     preset = config.resolved_preset()
     config = dataclasses.replace(config, batch_size=preset.batch_size, lr=preset.lr, context=preset.context)
     assert config.batch_size is not None and config.lr is not None
+    if config.batch_size % ranks.world_size:
+        raise TextweaverError(
+            f"--batch-size {config.batch_size} must divide by the {ranks.world_size} processes: "
+            "choose a multiple of --nproc-per-node x --nnodes"
+        )
 
     set_threads(config.threads)
-    device = select_device(config.device)
+    device = select_device(device_name)
     autocast = autocast_for(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
 
     # ---- data
     paths = resolve_paths(corpus, config.glob)
-    data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+    data = _prepare_once(paths, run_dir, config, ranks)
     if saved is not None and data.tokenizer != saved.tokenizer:
         raise TextweaverError(
             f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
@@ -119,21 +145,26 @@ def train(
     # ---- model, optimizer, batches
     model = saved.build_model(device) if saved else build_model(model_config).to(device)
     model.train()
-    step_model: Any = torch.compile(model) if config.compile else model
+    step_model: Any = model
+    if ranks.enabled:
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        step_model = torch.compile(step_model)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
     )  # fmt: skip
-    batches = make_batches(model_config.kind, data.train, config.batch_size, model_config.context, config.seed + 1)
+    batches = make_batches(model_config.kind, data.train, config.batch_size, model_config.context, config.seed + 1,
+                           ranks.rank, ranks.world_size)  # fmt: skip
     n_params = num_parameters(model)
     s = _LoopState()
     if saved is not None:
         optimizer.load_state_dict(trainer_state["optimizer"])
         batches.load_state_dict(trainer_state["batches"])
-        s.load(trainer_state, device)
-    log = RunLog(run_dir, config.tensorboard)
+        s.load(trainer_state, device, batches.rows)
+    log = RunLog(run_dir, config.tensorboard) if ranks.is_main else None
     generator = Generator(model, data.tokenizer, data.prompts, device)
     corpus_info = {
         "files": data.files, "train_tokens": len(data.train), "val_tokens": len(data.val),
@@ -146,18 +177,21 @@ def train(
     )
 
     def save(best: bool = False) -> None:
+        trainer_state = s.dump(optimizer, batches, ranks)  # a collective: every rank takes part
+        s.last_save = time.monotonic()
+        if not ranks.is_main:
+            return
         metrics = s.metrics()
         common: dict[str, Any] = {
             "model_config": model_config, "tokenizer": data.tokenizer, "prompts": data.prompts,
             "train_config": config.to_dict(), "metrics": metrics, "corpus": corpus_info,
         }  # fmt: skip
-        checkpoint.save(last_dir, model, trainer_state=s.dump(optimizer, batches), **common)
+        checkpoint.save(last_dir, model, trainer_state=trainer_state, **common)
         if best:
             checkpoint.save(run_dir / "best", model, **common)
-        s.last_save = time.monotonic()
 
     def evaluate() -> None:
-        result = score(model, data.val, batches.batch, config.eval_tokens, device, autocast)
+        result = score(model, data.val, batches.batch, config.eval_tokens, device, autocast, ranks)
         s.val_loss = result.nats_per_token
         s.val_bpc = result.bits_per_char(data.chars_per_token)
         improved = s.best_val_loss is None or s.val_loss < s.best_val_loss
@@ -169,12 +203,14 @@ def train(
         if improved:
             s.best_val_loss = s.val_loss
         s.last_eval_step = s.step
-        log.metrics(s.step, s.metrics())
-        console.print(
-            f"step {s.step:>6} | train {s.train_loss:.4f} | val {s.val_loss:.4f} nats/token, {s.val_bpc:.4f} bits/char"
-            f" | {s.tokens_per_s():,.0f} tok/s | {_fmt_time(s.elapsed())}" + ("" if improved else " (no improvement)")
-        )
-        _write_samples(generator, data, config, s.step, log, console)
+        if log is not None:
+            log.metrics(s.step, s.metrics())
+            console.print(
+                f"step {s.step:>6} | train {s.train_loss:.4f} | val {s.val_loss:.4f} nats/token, "
+                f"{s.val_bpc:.4f} bits/char | {s.tokens_per_s():,.0f} tok/s | {_fmt_time(s.elapsed())}"
+                + ("" if improved else " (no improvement)")
+            )
+            _write_samples(generator, data, config, s.step, log, console)
         model.train()
         save(best=improved)
 
@@ -190,6 +226,13 @@ def train(
         while True:
             progress_frac = s.progress(config, len(data.train))
             stopped = s.stop_reason(config, len(data.train), stop.requested)
+            checkpoint_due = time.monotonic() - s.last_save >= config.checkpoint_every
+            if ranks.enabled:  # one collective: every rank takes the same decisions
+                progress_frac, stop_any, due_any = ranks.max(
+                    [progress_frac, float(bool(stopped)), float(checkpoint_due)]
+                )
+                stopped = stopped or ("interrupted" if stop_any else "")
+                checkpoint_due = bool(due_any)
             if stopped:
                 break
             lr = learning_rate(s.step, progress_frac, config.lr, config.warmup_steps, config.min_lr_ratio)
@@ -206,25 +249,32 @@ def train(
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
             loss_value = loss.item()
-            if not (math.isfinite(loss_value) and torch.isfinite(norm)):
+            diverged = not (math.isfinite(loss_value) and torch.isfinite(norm))
+            if ranks.enabled:  # the loss of the global batch, and divergence on any rank
+                loss_sum, diverged_ranks = ranks.sum([loss_value, float(diverged)])
+                loss_value, diverged = loss_sum / ranks.world_size, diverged_ranks > 0
+            if diverged:
                 optimizer.zero_grad(set_to_none=True)
                 raise TextweaverError(_diverged_message(run_dir, s.step, loss_value, config.lr))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            s.after_step(loss_value, x.numel(), lr)
+            s.after_step(loss_value, x.numel() * ranks.world_size, lr)
             s.rnn_state = rnn_state
             bar.update(task, completed=1000 * s.progress(config, len(data.train)),
                        info=f"step {s.step} | loss {s.train_loss:.3f} | {s.tokens_per_s():,.0f} tok/s")  # fmt: skip
             if s.step % config.eval_every == 0:
                 evaluate()
-            elif time.monotonic() - s.last_save >= config.checkpoint_every:
+            elif checkpoint_due:
                 save()
         if stopped != "already-complete":
             if s.last_eval_step != s.step:
                 evaluate()
             else:
                 save()
-    log.close()
+    if log is not None:
+        log.close()
+    if ranks.enabled:
+        print(f"rank {ranks.rank}/{ranks.world_size} finished {s.step} steps", file=sys.stderr, flush=True)
     if stopped == "interrupted":
         console.print(
             f"stopped at step {s.step}; checkpoint saved. Resume with: textweaver train ... --out {run_dir} --resume"
@@ -309,20 +359,24 @@ class _LoopState:
             "best_val_loss": self.best_val_loss, "lr": self.lr, "tokens_per_s": round(self.tokens_per_s(), 1),
         }  # fmt: skip
 
-    def dump(self, optimizer: torch.optim.Optimizer, batches: Any) -> dict[str, Any]:
+    def dump(self, optimizer: torch.optim.Optimizer, batches: Any, ranks: distributed.Dist) -> dict[str, Any]:
+        """Everything to resume; the RNN's carried state is gathered from all ranks (a collective)."""
+        rnn_state = None
+        if self.rnn_state is not None:
+            rnn_state = [ranks.gather_rows(t.detach(), dim=1).cpu() for t in self.rnn_state]  # (layers, B, H)
         state: dict[str, Any] = {
             "step": self.step, "tokens": self.tokens, "elapsed": self.elapsed(), "train_loss": self.train_loss,
             "val_loss": self.val_loss, "val_bpc": self.val_bpc, "best_val_loss": self.best_val_loss,
             "bad_evals": self.bad_evals, "last_eval_step": self.last_eval_step,
             "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "rnn_state": [t.detach().cpu() for t in self.rnn_state] if self.rnn_state is not None else None,
+            "rnn_state": rnn_state,
         }  # fmt: skip
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
 
-    def load(self, state: dict[str, Any], device: torch.device) -> None:
+    def load(self, state: dict[str, Any], device: torch.device, rows: slice) -> None:
         self.step, self.tokens, self.elapsed_before = state["step"], state["tokens"], state["elapsed"]
         self.train_loss, self.val_loss, self.val_bpc = state["train_loss"], state["val_loss"], state["val_bpc"]
         self.best_val_loss, self.bad_evals = state["best_val_loss"], state["bad_evals"]
@@ -331,8 +385,8 @@ class _LoopState:
         if "cuda_rng" in state and torch.cuda.is_available():
             with contextlib.suppress(RuntimeError):
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if state.get("rnn_state") is not None:
-            self.rnn_state = tuple(t.to(device) for t in state["rnn_state"])
+        if state.get("rnn_state") is not None:  # saved for the global batch: keep this rank's rows
+            self.rnn_state = tuple(t[:, rows].contiguous().to(device) for t in state["rnn_state"])
 
 
 class _StopFlag:
@@ -367,6 +421,21 @@ def _data_options(config: TrainConfig) -> DataOptions:
         val_fraction=config.val_fraction,
         corpus=CorpusOptions(encoding=config.encoding, errors=config.errors, glob=config.glob),
     )  # fmt: skip
+
+
+def _prepare_once(paths: list[Path], run_dir: Path, config: TrainConfig, ranks: distributed.Dist) -> EncodedCorpus:
+    """Rank 0 encodes the corpus into the cache while the others wait, then all open it."""
+    error: TextweaverError | None = None
+    if ranks.is_main:
+        try:
+            data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+        except TextweaverError as e:
+            error = e
+    if ranks.max([float(error is not None)])[0]:
+        raise error or TextweaverError("rank 0 could not read the corpus: see its message")
+    if not ranks.is_main:
+        data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+    return data
 
 
 def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
