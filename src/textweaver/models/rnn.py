@@ -40,6 +40,27 @@ class RNNLanguageModel(nn.Module):
 
     @torch.no_grad()
     def step(self, token: torch.Tensor, state: RNNState | None) -> tuple[torch.Tensor, RNNState]:
-        """Logits ``(B, V)`` for the next token after ``token`` ``(B,)``; O(1) per token."""
-        logits, state = self(token[:, None], state)
-        return logits[:, -1], state
+        """Logits ``(B, V)`` for the next token after ``token`` ``(B,)``; O(1) per token.
+
+        Runs the layers as single cells: for one time step this is ~15x faster on the CPU than
+        ``nn.LSTM``, whose oneDNN kernel has a large fixed cost per call (it wins for training).
+        """
+        x = self.embed(token)  # (B, C)
+        layers, lstm = self.config.n_layer, self.config.kind == "lstm"
+        if state is None:
+            zeros = x.new_zeros(layers, x.shape[0], self.config.n_embd)
+            state = (zeros, zeros) if lstm else (zeros,)
+        hs, cs = [], []
+        for layer in range(layers):
+            weights = [
+                getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            if lstm:
+                h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *weights)
+                cs.append(c)
+            else:
+                h = torch.gru_cell(x, state[0][layer], *weights)
+            hs.append(h)
+            x = h
+        new_state = (torch.stack(hs), torch.stack(cs)) if lstm else (torch.stack(hs),)
+        return self.head(x), new_state
