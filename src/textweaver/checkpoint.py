@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +103,11 @@ def save(
         for f in tmp.iterdir():
             _fsync(f)
         _fsync(tmp)
-    except OSError as e:
+    except (OSError, SafetensorError, RuntimeError) as e:  # torch.save reports write errors as RuntimeError
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
         raise TextweaverError(
-            f"{directory}: cannot write the checkpoint ({e.strerror or e}); the previous one is intact: "
+            f"{directory}: cannot write the checkpoint ({reason}); the previous one is intact: "
             "free disk space or choose another --out"
         ) from None
     old = directory.with_name(f".{directory.name}.old")
@@ -124,8 +126,21 @@ def _recover(directory: Path) -> None:
         os.replace(old, directory)
 
 
+PRETRAINED = ("shakespeare",)  # builtin:NAME models shipped in the package (see pretrained/README.md)
+
+
+def builtin_model_dir(name: str) -> Path:
+    if name not in PRETRAINED:
+        raise TextweaverError(f"unknown built-in model builtin:{name}: available are " + ", ".join(
+            "builtin:" + n for n in PRETRAINED))  # fmt: skip
+    return Path(str(resources.files("textweaver") / "pretrained" / name))
+
+
 def resolve(path: str | Path) -> Path:
-    """The checkpoint folder meant by ``path``: a checkpoint itself, or a run's ``best/`` then ``last/``."""
+    """The checkpoint folder meant by ``path``: a checkpoint itself, a run's ``best/`` then
+    ``last/``, or ``builtin:NAME`` for a model shipped with textweaver."""
+    if str(path).startswith("builtin:"):
+        return builtin_model_dir(str(path).removeprefix("builtin:"))
     p = Path(path)
     _recover(p)
     if not p.exists():
