@@ -42,16 +42,23 @@ def next_tokens(
     ``recent`` (B, W) holds the last generated ids for the repetition penalty; ``banned`` is an
     id never produced (``<unk>`` by default, so unknown-token markers never appear in output).
     """
-    logits = logits.float().clone()  # never modify the caller's tensor
-    if banned is not None and logits.shape[-1] > 1:
-        logits[:, banned] = float("-inf")
-    if recent is not None and options.repetition_penalty != 1.0 and recent.numel():
-        seen = logits.gather(1, recent)
-        seen = torch.where(seen > 0, seen / options.repetition_penalty, seen * options.repetition_penalty)
-        logits = logits.scatter(1, recent, seen)
     if options.temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / options.temperature
+        return _penalised(logits, options, recent, banned).argmax(dim=-1)
+    probs = probabilities(logits, options, recent, banned)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def probabilities(
+    logits: torch.Tensor,
+    options: SamplingOptions,
+    recent: torch.Tensor | None = None,
+    banned: int | None = 0,
+) -> torch.Tensor:
+    """The (B, V) weights :func:`next_tokens` samples from when temperature > 0 (rows need not sum to 1).
+
+    The web page's ``sampling.js`` mirrors this function; ``tests/test_export.py`` compares them.
+    """
+    logits = _penalised(logits, options, recent, banned) / options.temperature
     if options.top_k is not None and options.top_k < logits.shape[-1]:
         kth = torch.topk(logits, options.top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -61,4 +68,17 @@ def next_tokens(
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the tokens ranked above
         sorted_probs = sorted_probs.masked_fill(before >= options.top_p, 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return probs
+
+
+def _penalised(
+    logits: torch.Tensor, options: SamplingOptions, recent: torch.Tensor | None, banned: int | None
+) -> torch.Tensor:
+    logits = logits.float().clone()  # never modify the caller's tensor
+    if banned is not None and logits.shape[-1] > 1:
+        logits[:, banned] = float("-inf")
+    if recent is not None and options.repetition_penalty != 1.0 and recent.numel():
+        seen = logits.gather(1, recent)
+        seen = torch.where(seen > 0, seen / options.repetition_penalty, seen * options.repetition_penalty)
+        logits = logits.scatter(1, recent, seen)
+    return logits

@@ -60,10 +60,10 @@ class CausalSelfAttention(nn.Module):
         mask = None
         if past_len and T > 1:  # queries at past_len..past_len+T-1 see keys up to themselves
             mask = torch.ones(T, past_len + T, dtype=torch.bool, device=x.device).tril(diagonal=past_len)
+        causal = bool(past_len == 0 and T > 1)  # bool(): sizes are tensors while tracing for ONNX export
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=past_len == 0 and T > 1,
-            dropout_p=self.dropout if self.training else 0.0,
-        )  # fmt: skip
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y)), (k, v)
 
