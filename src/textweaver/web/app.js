@@ -1,0 +1,251 @@
+// The page: one UI for both back ends, chosen by config.json's "mode":
+//   "onnx"   - the exported model runs in this browser (worker.js with onnxruntime-web);
+//   "server" - `textweaver serve` runs the Python model behind the JSON API (/api/...).
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  load: $("load"), progress: $("load-progress"), loadStatus: $("load-status"),
+  prompt: $("prompt"), reset: $("reset"), length: $("length"), temperature: $("temperature"),
+  topK: $("top-k"), topP: $("top-p"), seed: $("seed"),
+  generate: $("generate"), stop: $("stop"), copy: $("copy"), rate: $("rate"), status: $("status"),
+  outputPrompt: $("output-prompt"), outputText: $("output-text"), output: $("output"),
+};
+
+// Runs the model in a Web Worker, so generating never blocks the page.
+class BrowserBackend {
+  constructor(config) {
+    this.config = config;
+    this.worker = new Worker("worker.js", { type: "module" });
+    this.worker.onmessage = ({ data }) => this.onMessage?.(data);
+    this.worker.onerror = (event) => this.onMessage?.({ type: "error", message: event.message || "worker failed" });
+    this.prompts = fetchJSON("prompts.json").catch(() => []);
+  }
+
+  async randomPrompt() {
+    const prompts = await this.prompts;
+    return prompts.length ? prompts[Math.floor(Math.random() * prompts.length)] : "\n";
+  }
+
+  load(onProgress) {
+    return this.call({ type: "load", config: this.config }, (m) => m.type === "progress" && onProgress(m.loaded, m.total), "loaded");
+  }
+
+  generate(params, onText) {
+    return this.call({ type: "generate", ...params }, (m) => m.type === "text" && onText(m.text, m.tokens, m.seconds), "done");
+  }
+
+  stop() {
+    this.worker.postMessage({ type: "stop" });
+  }
+
+  call(message, onUpdate, finalType) {
+    return new Promise((resolve, reject) => {
+      this.onMessage = (m) => {
+        if (m.type === finalType) resolve(m);
+        else if (m.type === "error") reject(new Error(m.message));
+        else onUpdate(m);
+      };
+      this.worker.postMessage(message);
+    });
+  }
+}
+
+// Talks to `textweaver serve`: text streams back as server-sent events.
+class ServerBackend {
+  async randomPrompt() {
+    return (await fetchJSON("api/prompt")).prompt;
+  }
+
+  async load(onProgress) {
+    onProgress(0, 1);
+    const info = await fetchJSON("api/info");
+    onProgress(1, 1);
+    return { info };
+  }
+
+  async generate(params, onText) {
+    this.abort = new AbortController();
+    const body = {
+      prompt: params.prompt, length: params.length, temperature: params.temperature,
+      top_k: params.topK, top_p: params.topP, seed: params.seed,
+    };
+    const start = performance.now();
+    let tokens = 0;
+    try {
+      const response = await fetch("api/generate/stream", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify(body), signal: this.abort.signal,
+      });
+      if (!response.ok) throw new Error(await errorMessage(response));
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = parseEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (event.type === "error") throw new Error(event.data.message);
+          if (event.type === "done") return { ...event.data, stopped: false };
+          if (event.type === "message") {
+            tokens += 1;
+            onText(event.data.text, tokens, (performance.now() - start) / 1000);
+          }
+        }
+      }
+      return { tokens, seconds: (performance.now() - start) / 1000, stopped: false };
+    } catch (error) {
+      if (error.name === "AbortError") return { tokens, seconds: (performance.now() - start) / 1000, stopped: true };
+      throw error;
+    }
+  }
+
+  stop() {
+    this.abort?.abort();
+  }
+}
+
+function parseEvent(block) {
+  let type = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) type = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+  }
+  return { type, data: data.length ? JSON.parse(data.join("\n")) : {} };
+}
+
+async function fetchJSON(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(await errorMessage(response));
+  return response.json();
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    return body.message ?? JSON.stringify(body.detail ?? body);
+  } catch {
+    return `${response.url}: ${response.status} ${response.statusText}`;
+  }
+}
+
+function formatBytes(n) {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`;
+}
+
+function setBusy(busy) {
+  ui.generate.disabled = busy;
+  ui.stop.disabled = !busy;
+  ui.copy.disabled = busy || !(ui.outputPrompt.textContent + ui.outputText.textContent);
+}
+
+async function main() {
+  const config = await fetchJSON("config.json");
+  document.title = `${config.title} · textweaver`;
+  $("title").textContent = config.title;
+  $("description").textContent = config.description;
+  $("length-unit").textContent = config.level === "char" ? "characters" : "tokens";
+  ui.length.max = String(config.max_length ?? 2000);
+  $("footer").textContent = config.mode === "onnx"
+    ? "The model runs in this browser (onnxruntime-web, WebAssembly). The page makes no request outside its own origin and works offline once loaded."
+    : "The model runs on this textweaver server. The page makes no request outside its own origin.";
+
+  const backend = config.mode === "onnx" ? new BrowserBackend(config) : new ServerBackend();
+  let loaded = false;
+
+  for (const [input, output, digits] of [[ui.length, "length-value", 0], [ui.temperature, "temperature-value", 2], [ui.topP, "top-p-value", 2]]) {
+    const show = () => { $(output).textContent = Number(input.value).toFixed(digits); };
+    input.addEventListener("input", show);
+    show();
+  }
+
+  const resetPrompt = async () => {
+    const current = ui.prompt.value;
+    let next = current;
+    for (let i = 0; i < 5 && next === current; i++) next = await backend.randomPrompt();
+    ui.prompt.value = next;
+  };
+  ui.reset.addEventListener("click", () => resetPrompt().catch((e) => { ui.status.textContent = `Error: ${e.message}`; }));
+  resetPrompt().catch((e) => { ui.status.textContent = `Error: ${e.message}`; });
+
+  ui.load.addEventListener("click", async () => {
+    ui.load.disabled = true;
+    ui.loadStatus.textContent = "Loading…";
+    const start = performance.now();
+    try {
+      const result = await backend.load((done, total) => {
+        ui.progress.value = total ? done / total : 0;
+        if (total > 1) ui.loadStatus.textContent = `Downloading ${formatBytes(done)} of ${formatBytes(total)}…`;
+      });
+      ui.progress.value = 1;
+      const seconds = ((performance.now() - start) / 1000).toFixed(1);
+      ui.loadStatus.textContent = result.bytes
+        ? `Ready: ${formatBytes(result.bytes)} loaded in ${seconds} s (model ${formatBytes(result.modelBytes)}).`
+        : `Ready: connected to the server in ${seconds} s (${result.info.model}, ${result.info.parameters.toLocaleString()} parameters).`;
+      loaded = true;
+      document.body.dataset.loaded = "true";
+      setBusy(false);
+    } catch (error) {
+      ui.loadStatus.textContent = `Could not load the model: ${error.message}`;
+      ui.load.disabled = false;
+    }
+  });
+
+  ui.generate.addEventListener("click", async () => {
+    if (!loaded) return;
+    if (!ui.prompt.value) await resetPrompt();
+    const topK = Number.parseInt(ui.topK.value, 10);
+    const topP = Number(ui.topP.value);
+    const seed = ui.seed.value === "" ? null : Number.parseInt(ui.seed.value, 10);
+    const params = {
+      prompt: ui.prompt.value, length: Number(ui.length.value), temperature: Number(ui.temperature.value),
+      topK: topK > 0 ? topK : null, topP: topP < 1 ? topP : null, seed,
+    };
+    ui.outputPrompt.textContent = params.prompt;
+    ui.outputText.textContent = "";
+    const text = document.createTextNode("");
+    ui.outputText.append(text);
+    ui.rate.textContent = "–";
+    ui.status.textContent = "Generating…";
+    document.body.dataset.generating = "true";
+    setBusy(true);
+    try {
+      const result = await backend.generate(params, (piece, tokens, seconds) => {
+        const atBottom = ui.output.scrollHeight - ui.output.scrollTop - ui.output.clientHeight < 40;
+        text.appendData(piece);
+        if (atBottom) ui.output.scrollTop = ui.output.scrollHeight;
+        if (seconds > 0) ui.rate.textContent = Math.round(tokens / seconds).toLocaleString();
+      });
+      if (result.seconds > 0) ui.rate.textContent = Math.round(result.tokens / result.seconds).toLocaleString();
+      ui.status.textContent = `${result.stopped ? "Stopped" : "Done"}: ${result.tokens} tokens in ${result.seconds.toFixed(2)} s.`;
+    } catch (error) {
+      ui.status.textContent = `Error: ${error.message}`;
+    } finally {
+      document.body.dataset.generating = "false";
+      setBusy(false);
+    }
+  });
+
+  ui.stop.addEventListener("click", () => backend.stop());
+
+  ui.copy.addEventListener("click", async () => {
+    const text = ui.outputPrompt.textContent + ui.outputText.textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch {
+      const area = Object.assign(document.createElement("textarea"), { value: text });
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    ui.status.textContent = "Copied to the clipboard.";
+  });
+}
+
+main().catch((error) => {
+  ui.loadStatus.textContent = `The page could not start: ${error.message}`;
+});

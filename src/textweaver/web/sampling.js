@@ -1,0 +1,61 @@
+// Choosing the next token, mirroring src/textweaver/sampling.py: temperature (0 = greedy), top-k,
+// top-p. Id 0 (<unk>) is never chosen, so output only holds vocabulary tokens.
+
+// The weights sampling draws from (rows need not sum to 1), as sampling.probabilities computes them.
+export function probabilities(logits, { temperature, topK = null, topP = null }) {
+  const V = logits.length;
+  const scaled = Float64Array.from(logits, (x) => x / temperature);
+  if (V > 1) scaled[0] = -Infinity;
+  if (topK !== null && topK < V) {
+    const kth = Array.from(scaled).sort((a, b) => b - a)[topK - 1];
+    for (let i = 0; i < V; i++) if (scaled[i] < kth) scaled[i] = -Infinity;
+  }
+  let max = -Infinity;
+  for (const x of scaled) if (x > max) max = x;
+  const probs = new Float64Array(V);
+  let sum = 0;
+  for (let i = 0; i < V; i++) sum += probs[i] = Math.exp(scaled[i] - max);
+  for (let i = 0; i < V; i++) probs[i] /= sum;
+  if (topP !== null && topP < 1) {
+    const order = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a]);
+    let before = 0; // mass of the tokens ranked above
+    for (const i of order) {
+      const p = probs[i];
+      if (before >= topP) probs[i] = 0;
+      before += p;
+    }
+  }
+  return probs;
+}
+
+// One token id drawn from logits; random() returns a float in [0, 1).
+export function sample(logits, options, random) {
+  if (options.temperature === 0) {
+    let best = logits.length > 1 ? 1 : 0;
+    for (let i = best + 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    return best;
+  }
+  const probs = probabilities(logits, options);
+  let total = 0;
+  for (const p of probs) total += p;
+  let r = random() * total;
+  let last = 0;
+  for (let i = 0; i < probs.length; i++) {
+    if (probs[i] <= 0) continue;
+    last = i;
+    r -= probs[i];
+    if (r < 0) return i;
+  }
+  return last; // rounding left a sliver: the last allowed token
+}
+
+// A small seeded generator (mulberry32 over a 32-bit hash of the seed): the same seed repeats a text.
+export function seededRandom(seed) {
+  let a = Number(BigInt.asUintN(32, BigInt(seed) ^ (BigInt(seed) >> 32n))) ^ 0x9e3779b9;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
