@@ -321,6 +321,69 @@ def info(
             print(f"{name:>12}: {value:.4f}" if isinstance(value, float) else f"{name:>12}: {value}")
 
 
+PageTitle = Annotated[
+    str | None,
+    typer.Option(help="Page title. Default: the corpus file names.", show_default=False),
+]
+PageDescription = Annotated[
+    str | None,
+    typer.Option(help="Text under the title. Default: model, corpus and validation loss.", show_default=False),
+]
+
+
+@app.command()
+def export(
+    run_dir: RunDir,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Folder to write (new, empty, or an earlier export).", show_default=False),
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx: model.onnx (one generation step) + tokenizer.json + prompts.json; "
+            "web: those plus a static page that runs the model in the browser.",
+        ),
+    ] = "onnx",
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="Web only: store weights as int8 or fp16 for a smaller download. Default: float32.",
+            show_default=False,
+        ),
+    ] = None,
+    title: PageTitle = None,
+    description: PageDescription = None,
+) -> None:
+    """Export a trained model as ONNX, or as a static web page that works offline with any static server."""
+    from textweaver.export import export as run_export
+
+    result = run_export(run_dir, out, fmt, quantize, title, description)
+    print(f"wrote {result.directory}/ ({result.total_bytes / 1e6:.1f} MB)")
+    for name, size in result.files.items():
+        print(f"  {name:<48} {size / 1e6:>8.2f} MB")
+    if fmt == "web":
+        print(f"try it: python -m http.server -d {result.directory}, then open http://127.0.0.1:8000/")
+
+
+@app.command()
+def serve(
+    run_dir: RunDir,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network (no authentication).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    title: PageTitle = None,
+    description: PageDescription = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+) -> None:
+    """Serve the web page and a JSON API (/api/generate, /api/info, /api/prompt; docs at /docs)."""
+    from textweaver.server import serve as run_server
+
+    run_server(run_dir, host=host, port=port, device=device, title=title, description=description)
+
+
 @app.command()
 def presets() -> None:
     """List the named model sizes with their parameter counts (for a 65-character vocabulary)."""

@@ -1,0 +1,218 @@
+"""``textweaver serve``: the web page backed by the Python model, plus a JSON API.
+
+- ``POST /api/generate``: prompt, length, temperature, top_k, top_p, seed, num_samples -> texts
+- ``POST /api/generate/stream``: the same for one sample, as server-sent events while it is sampled
+- ``GET /api/info``: the model card (corpus, size, metrics); ``GET /api/prompt``: a random start sentence
+- ``GET /``: the same page as ``textweaver export --format web``, in server mode
+- ``GET /docs``: the OpenAPI documentation
+
+Inputs are checked against the limits below (422 and a one-line ``message`` when out of range).
+It listens on 127.0.0.1 unless told otherwise: the API has no authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from textweaver import __version__
+from textweaver.api import TextModel, load
+from textweaver.errors import TextweaverError
+from textweaver.export import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
+from textweaver.generate import GenerationRequest, describe
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+MAX_PROMPT_CHARS = 2000
+MAX_SAMPLES = 16
+MAX_TEMPERATURE = 2.0
+CSP = (
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
+    "style-src 'self'; img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'"
+)
+MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+
+
+class StreamParams(BaseModel):
+    """Options for one sample; every field may be left out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(
+        None, max_length=MAX_PROMPT_CHARS, description="Start text; empty or missing: a random corpus sentence."
+    )
+    length: int = Field(500, ge=1, le=MAX_LENGTH, description="Tokens to generate (characters for char models).")
+    temperature: float = Field(0.8, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds.")
+    top_k: int | None = Field(None, ge=1, description="Sample only among the K likeliest tokens.")
+    top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling: likeliest tokens reaching P.")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="The same seed and options give the same text.")
+
+
+class GenerateParams(StreamParams):
+    num_samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Samples generated together as one batch.")
+
+
+class GenerateResult(BaseModel):
+    text: str = Field(description="The first sample: prompt plus continuation.")
+    samples: list[str] = Field(description="Every sample: prompt plus continuation.")
+    prompt: str
+    tokens: int = Field(description="Tokens generated per sample.")
+    elapsed_s: float
+    tokens_per_s: float = Field(description="Generated tokens per second, all samples together.")
+    settings: dict[str, Any]
+
+
+def create_app(
+    run_dir: str | Path, device: str = "cpu", title: str | None = None, description: str | None = None
+) -> FastAPI:
+    """The FastAPI application for one trained model (loaded once, shared by all requests)."""
+    model = load(run_dir, device)
+    config = page_config(model.checkpoint, "server", title, description)
+    app = FastAPI(
+        title=f"textweaver: {config['title']}",
+        description=f"{config['description']}\n\nGenerate text from a textweaver model.",
+        version=__version__,
+    )
+    app.state.model = model
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
+        message = "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True))
+        return JSONResponse({"message": message, "detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(TextweaverError)
+    async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
+        return JSONResponse({"message": str(exc), "detail": str(exc)}, status_code=422)
+
+    @app.get("/api/info", summary="The model card: corpus, size, metrics")
+    def info() -> dict[str, Any]:
+        return {**model.info(), "title": config["title"], "description": config["description"]}
+
+    @app.get("/api/prompt", summary="A random start sentence from the training corpus")
+    def prompt(seed: int | None = None) -> dict[str, str]:
+        return {"prompt": model.random_prompt(seed)}
+
+    @app.post("/api/generate", summary="Generate text", response_model=GenerateResult)
+    def generate(params: GenerateParams) -> GenerateResult:
+        request = _request(model, params, params.num_samples)
+        start = time.perf_counter()
+        samples = model.generator.generate(request, warn=False)
+        elapsed = time.perf_counter() - start
+        prompt = request.prompt or ""
+        return GenerateResult(
+            text=samples[0], samples=samples, prompt=prompt, tokens=request.length, elapsed_s=elapsed,
+            tokens_per_s=request.length * request.num_samples / max(elapsed, 1e-9), settings=describe(request),
+        )  # fmt: skip
+
+    @app.post(
+        "/api/generate/stream",
+        summary="Generate one sample as server-sent events",
+        description='Events: `prompt` (the start text), then one unnamed event per token with `{"text": ...}`, '
+        'then `done` with `{"tokens", "seconds", "tokens_per_s"}` (or `error` with `{"message"}`).',
+        response_class=StreamingResponse,
+    )
+    def stream(params: StreamParams) -> StreamingResponse:
+        request = _request(model, params, 1)
+        return StreamingResponse(_events(model, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    @app.get("/config.json", include_in_schema=False)
+    def page() -> JSONResponse:
+        return JSONResponse(config, headers={"Cache-Control": "no-store"})
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return _ui_file("index.html")
+
+    @app.get("/{name}", include_in_schema=False)
+    def ui_file(name: str) -> Response:
+        if name not in UI_FILES:
+            raise HTTPException(status_code=404, detail=f"{name}: not found")
+        return _ui_file(name)
+
+    return app
+
+
+def _request(model: TextModel, params: StreamParams, num_samples: int) -> GenerationRequest:
+    """The generation request, with the prompt chosen now so the response can show it."""
+    prompt = params.prompt or model.random_prompt(params.seed)
+    return model.request(prompt, params.length, params.temperature, params.top_k, params.top_p, 1.0,
+                         num_samples, params.seed)  # fmt: skip
+
+
+def _events(model: TextModel, request: GenerationRequest) -> Iterator[str]:
+    def event(data: dict[str, Any], name: str | None = None) -> str:
+        return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    start, tokens = time.perf_counter(), 0
+    try:
+        pieces = model.generator.stream(request, warn=False)
+        yield event({"text": next(pieces)[0]}, "prompt")
+        for piece in pieces:
+            tokens += 1
+            yield event({"text": piece[0]})
+    except TextweaverError as e:
+        yield event({"message": str(e)}, "error")
+        return
+    seconds = time.perf_counter() - start
+    yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
+
+
+def _ui_file(name: str) -> FileResponse:
+    media_type = MEDIA_TYPES[Path(name).suffix]
+    return FileResponse(WEB_DIR / name, media_type=media_type, headers={"Content-Security-Policy": CSP})
+
+
+def serve(
+    run_dir: str | Path,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    device: str = "cpu",
+    title: str | None = None,
+    description: str | None = None,
+) -> None:
+    """Load the model and serve the page and the API until Ctrl-C."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
+    app = create_app(run_dir, device, title, description)
+    _check_free(host, port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can use the model "
+              "(the API has no authentication)", file=sys.stderr)  # fmt: skip
+    shown = f"[{host}]" if ":" in host else host
+    print(f"textweaver: serving {app.state.model.checkpoint.directory} at http://{shown}:{port}/ "
+          f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)  # fmt: skip
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _check_free(host: str, port: int) -> None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise TextweaverError(
+            f"--host {host}: unknown address ({e.strerror}): use an IP address such as 127.0.0.1"
+        ) from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise TextweaverError(
+                f"cannot listen on {host}:{port} ({e.strerror}): choose another --port or stop the other server"
+            ) from None

@@ -1,0 +1,142 @@
+"""The server: the JSON API, server-sent events, validation with clear 422s, the page, localhost by default."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from textweaver import checkpoint, server
+from textweaver.cli import serve as serve_command
+from textweaver.errors import TextweaverError
+from textweaver.server import create_app
+
+
+@pytest.fixture(scope="module")
+def client(trained_run: Path) -> TestClient:
+    return TestClient(create_app(trained_run))
+
+
+def events(client: TestClient, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    with client.stream("POST", "/api/generate/stream", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = "".join(response.iter_text())
+    parsed = []
+    for block in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        parsed.append((lines.get("event", "message"), json.loads(lines["data"])))
+    return parsed
+
+
+def test_generate_returns_prompt_plus_length_tokens(client: TestClient) -> None:
+    body = {"prompt": "ROMEO:", "length": 40, "seed": 1, "temperature": 0.7, "top_k": 20, "top_p": 0.95}
+    result = client.post("/api/generate", json=body).json()
+    assert result["text"].startswith("ROMEO:") and len(result["text"]) == 6 + 40
+    assert result["samples"] == [result["text"]] and result["tokens"] == 40 and result["tokens_per_s"] > 0
+    assert result["settings"]["top_k"] == 20
+    assert client.post("/api/generate", json=body).json()["text"] == result["text"]  # same seed, same text
+    many = client.post("/api/generate", json={"prompt": "To be", "length": 10, "num_samples": 3}).json()
+    assert len(many["samples"]) == 3 and all(len(s) == 15 for s in many["samples"])
+
+
+def test_no_prompt_starts_from_a_corpus_sentence(client: TestClient, trained_run: Path) -> None:
+    prompts = checkpoint.load(trained_run).prompts
+    result = client.post("/api/generate", json={"length": 5, "seed": 3}).json()
+    assert result["prompt"] in prompts and result["text"] == result["prompt"] + result["text"][-5:]
+
+
+def test_stream_sends_the_prompt_then_each_token_then_done(client: TestClient) -> None:
+    body = {"prompt": "KING:", "length": 30, "seed": 5}
+    parsed = events(client, body)
+    assert parsed[0] == ("prompt", {"text": "KING:"})
+    assert [name for name, _ in parsed[1:-1]] == ["message"] * 30
+    assert parsed[-1][0] == "done" and parsed[-1][1]["tokens"] == 30
+    text = "".join(data["text"] for _, data in parsed[:-1])
+    assert text == client.post("/api/generate", json=body).json()["text"]
+
+
+def test_info_is_a_model_card_and_prompt_a_corpus_sentence(client: TestClient, trained_run: Path) -> None:
+    info = client.get("/api/info").json()
+    assert info["model"] == "transformer" and info["parameters"] > 0 and info["level"] == "char"
+    assert info["corpus"] and "val_loss" in info["metrics"] and info["title"] and info["description"]
+    prompts = checkpoint.load(trained_run).prompts
+    assert client.get("/api/prompt").json()["prompt"] in prompts
+    assert client.get("/api/prompt?seed=4").json() == client.get("/api/prompt?seed=4").json()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"length": 0}, "length: Input should be greater than or equal to 1"),
+    ({"length": 2001}, "length: Input should be less than or equal to 2000"),
+    ({"length": "long"}, "length: Input should be a valid integer, unable to parse string as an integer"),
+    ({"temperature": 2.5}, "temperature: Input should be less than or equal to 2"),
+    ({"temperature": -1}, "temperature: Input should be greater than or equal to 0"),
+    ({"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
+    ({"top_p": 0}, "top_p: Input should be greater than 0"),
+    ({"top_p": 1.5}, "top_p: Input should be less than or equal to 1"),
+    ({"num_samples": 17}, "num_samples: Input should be less than or equal to 16"),
+    ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
+    ({"prompt": "x" * 2001}, "prompt: String should have at most 2000 characters"),
+    ({"lenght": 10}, "lenght: Extra inputs are not permitted"),
+])  # fmt: skip
+def test_out_of_range_input_gets_422_with_a_clear_message(
+    client: TestClient, body: dict[str, Any], message: str
+) -> None:
+    response = client.post("/api/generate", json=body)
+    assert response.status_code == 422
+    assert response.json()["message"] == message
+
+
+def test_stream_is_one_sample_and_validated_too(client: TestClient) -> None:
+    response = client.post("/api/generate/stream", json={"num_samples": 2})
+    assert response.status_code == 422 and "num_samples: Extra inputs" in response.json()["message"]
+    response = client.post("/api/generate/stream", json={"length": 99999})
+    assert response.status_code == 422 and response.json()["message"].startswith("length:")
+
+
+def test_the_page_is_served_in_server_mode_with_a_csp(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and '<textarea id="prompt"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    config = client.get("/config.json").json()
+    assert config["mode"] == "server" and config["level"] == "char" and config["max_length"] == 2000
+    for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        response = client.get(f"/{name}")
+        assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
+    assert client.get("/export.py").status_code == 404
+    assert client.get("/vendor/onnxruntime-web/LICENSE").status_code == 404  # the runtime is for static exports
+    assert client.get("/docs").status_code == 200
+    assert {"/api/generate", "/api/generate/stream", "/api/info", "/api/prompt"} <= set(
+        client.get("/openapi.json").json()["paths"]
+    )
+
+
+def test_serve_binds_127_0_0_1_by_default(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert inspect.signature(server.serve).parameters["host"].default == "127.0.0.1"
+    assert inspect.signature(serve_command).parameters["host"].default == "127.0.0.1"
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: seen.update(kw))
+    server.serve(trained_run, port=free_port())
+    assert seen["host"] == "127.0.0.1"
+
+
+def test_a_busy_port_or_bad_port_is_a_one_line_error(trained_run: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(TextweaverError, match=f"cannot listen on 127.0.0.1:{port}.*choose another --port"):
+            server.serve(trained_run, port=port)
+    with pytest.raises(TextweaverError, match="--port must be between 1 and 65535"):
+        server.serve(trained_run, port=70000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
