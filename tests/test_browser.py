@@ -1,0 +1,216 @@
+"""The page in headless Chromium: the static export (offline) and `textweaver serve` generate text.
+
+Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the Python playwright
+package; Playwright's own browser downloads are never used. Screenshots and the measured numbers
+go to tests/artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from textweaver import checkpoint, train
+from textweaver.export import export
+
+from conftest import SHAKESPEARE, TINY
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+LOAD_TIMEOUT_MS = 120_000
+# Press generate, then stop as soon as the first text shows (a tiny model could finish before a
+# separate click arrives).
+STOP_AT_FIRST_TEXT = """() => new Promise((resolve) => {
+  const out = document.getElementById("output-text");
+  new MutationObserver((_, observer) => {
+    if (out.textContent.length === 0) return;
+    observer.disconnect();
+    document.getElementById("stop").click();
+    resolve();
+  }).observe(out, { childList: true, characterData: true, subtree: true });
+  document.getElementById("generate").click();
+})"""
+
+
+@pytest.fixture(scope="module")
+def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
+            args=FLAGS, viewport={"width": 1200, "height": 900},
+        )  # fmt: skip
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def lstm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("browser-runs") / "lstm"
+    train([SHAKESPEARE], out, model="lstm", max_steps=40, **TINY)
+    return out
+
+
+@pytest.fixture(scope="module")
+def static_site(lstm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The web export served by Python's own static file server on 127.0.0.1."""
+    site = export(lstm_run, tmp_path_factory.mktemp("site") / "site", "web").directory
+    handler = partial(_QuietHandler, directory=str(site))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", site
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def api_server(lstm_run: Path) -> Iterator[str]:
+    """`textweaver serve`'s app under uvicorn on 127.0.0.1."""
+    import uvicorn
+
+    from textweaver.server import create_app
+
+    config = uvicorn.Config(create_app(lstm_run), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}/"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class PageRun:
+    """Opens the page, blocks and records every request that leaves its origin, collects console errors."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self.url, self.outside, self.errors = url, [], []
+        self.page = context.new_page()
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.route("**/*", self._only_own_origin)
+
+    def _only_own_origin(self, route: Any) -> None:
+        if route.request.url.startswith(self.url) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+    def open_and_load(self) -> float:
+        start = time.perf_counter()
+        self.page.goto(self.url)
+        self.page.wait_for_function("() => document.getElementById('prompt').value.length > 0")
+        self.page.click("#load")
+        self.page.wait_for_selector("body[data-loaded='true']", timeout=LOAD_TIMEOUT_MS)
+        seconds = time.perf_counter() - start
+        self.page.click("summary")  # open "Advanced" for the seed
+        return seconds
+
+    def set_range(self, selector: str, value: float) -> None:
+        self.page.eval_on_selector(
+            selector, "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }", value
+        )
+
+    def generate(self, length: int, seed: int | None = 1) -> tuple[str, float]:
+        self.set_range("#length", length)
+        self.page.fill("#seed", "" if seed is None else str(seed))
+        self.page.click("#generate")
+        self.page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Done')",
+                                    timeout=LOAD_TIMEOUT_MS)  # fmt: skip
+        rate = float(self.page.text_content("#rate").replace(",", ""))
+        return self.page.text_content("#output-text"), rate
+
+
+def check_page(run: PageRun, vocab: set[str], name: str) -> dict[str, float]:
+    ARTIFACTS.mkdir(exist_ok=True)
+    load_s = run.open_and_load()
+    prompt = run.page.input_value("#prompt")
+    run.page.click("#reset")
+    run.page.wait_for_function(f"() => document.getElementById('prompt').value !== {json.dumps(prompt)}")
+
+    text, rate = run.generate(300)
+    assert len(text) == 300 and set(text) <= vocab, text  # a char model: 300 tokens are 300 characters
+    assert run.page.text_content("#output-prompt") == run.page.input_value("#prompt")
+    assert not run.page.is_disabled("#copy")
+    again, _ = run.generate(300)
+    assert again == text  # the seed makes it repeatable
+
+    long_text, long_rate = run.generate(2000, seed=None)
+    assert len(long_text) == 2000 and set(long_text) <= vocab
+
+    run.set_range("#length", 2000)
+    run.page.evaluate(STOP_AT_FIRST_TEXT)
+    run.page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Stopped')")
+    assert 0 < len(run.page.text_content("#output-text")) < 2000
+
+    run.page.screenshot(path=str(ARTIFACTS / f"{name}-desktop.png"), full_page=True)
+    run.page.set_viewport_size({"width": 390, "height": 844})
+    assert run.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+    run.page.screenshot(path=str(ARTIFACTS / f"{name}-phone.png"), full_page=True)
+    print(f"\nscreenshots: {ARTIFACTS / name}-desktop.png, -phone.png")
+
+    assert run.outside == [], f"requests outside the origin: {run.outside}"
+    assert not [e for e in run.errors if "Content Security Policy" in e or "Refused" in e], run.errors
+    return {"page_load_s": load_s, "tokens_per_s_300": rate, "tokens_per_s_2000": long_rate}
+
+
+def record(name: str, numbers: dict[str, Any]) -> None:
+    path = ARTIFACTS / "browser-metrics.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = numbers
+    path.write_text(json.dumps(data, indent=2))
+    print(f"{name}: {numbers}")
+
+
+def test_static_export_generates_in_the_browser_and_offline(
+    browser_context: Any, static_site: tuple[str, Path], lstm_run: Path
+) -> None:
+    url, site = static_site
+    vocab = set(checkpoint.load(lstm_run).tokenizer.vocab[1:])
+    run = PageRun(browser_context, url)
+    numbers = check_page(run, vocab, "static")
+    browser_context.set_offline(True)  # the network is cut: the loaded page still generates
+    try:
+        run.set_range("#length", 120)
+        text, _ = run.generate(120, seed=2)
+        assert len(text) == 120 and set(text) <= vocab
+    finally:
+        browser_context.set_offline(False)
+    record("static", {**numbers, **json.loads((site / "export.json").read_text())["files"]})
+    run.page.close()
+
+
+def test_serve_gives_the_same_page_backed_by_python(browser_context: Any, api_server: str, lstm_run: Path) -> None:
+    vocab = set(checkpoint.load(lstm_run).tokenizer.vocab[1:])
+    run = PageRun(browser_context, api_server)
+    assert run.page.goto(api_server + "config.json").json()["mode"] == "server"
+    record("serve", check_page(run, vocab, "serve"))
+    run.page.close()
+
+
+def test_artifacts_folder_is_ignored_by_git() -> None:
+    assert "tests/artifacts/" in (Path(__file__).parents[1] / ".gitignore").read_text().split()
