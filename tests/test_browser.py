@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from textweaver import checkpoint, train
 from textweaver.export import export
 
-from conftest import SHAKESPEARE, TINY
+from conftest import SHAKESPEARE, TINY, XIYOUJI
 
 pytestmark = pytest.mark.slow
 
@@ -67,15 +68,22 @@ def lstm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@contextmanager
+def serve_folder(site: Path) -> Iterator[str]:
+    """``site`` served by Python's own static file server on 127.0.0.1."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+
+
 @pytest.fixture(scope="module")
 def static_site(lstm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """The web export served by Python's own static file server on 127.0.0.1."""
     site = export(lstm_run, tmp_path_factory.mktemp("site") / "site", "web").directory
-    handler = partial(_QuietHandler, directory=str(site))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", site
-    httpd.shutdown()
+    with serve_folder(site) as url:
+        yield url, site
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +218,23 @@ def test_serve_gives_the_same_page_backed_by_python(browser_context: Any, api_se
     assert run.page.goto(api_server + "config.json").json()["mode"] == "server"
     record("serve", check_page(run, vocab, "serve"))
     run.page.close()
+
+
+def test_a_cjk_transformer_generates_past_its_context_from_int8_weights(browser_context: Any, tmp_path: Path) -> None:
+    """Chinese text, the key/value cache rebuilt in JavaScript (context 64, 300 tokens), a quantized model."""
+    run = tmp_path / "xiyouji"
+    train([XIYOUJI], run, model="transformer", max_steps=30, **TINY)
+    vocab = set(checkpoint.load(run).tokenizer.vocab[1:])
+    site = export(run, tmp_path / "site", "web", quantize="int8").directory
+    with serve_folder(site) as url:
+        page = PageRun(browser_context, url)
+        page.open_and_load()
+        text, _ = page.generate(300)
+        assert len(text) == 300 and set(text) <= vocab
+        assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) > 100  # mostly CJK ideographs
+        page.page.screenshot(path=str(ARTIFACTS / "cjk-desktop.png"), full_page=True)
+        assert page.outside == [] and page.errors == []
+        page.page.close()
 
 
 def test_artifacts_folder_is_ignored_by_git() -> None:
