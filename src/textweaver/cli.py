@@ -38,7 +38,11 @@ app = typer.Typer(
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 RunDir = Annotated[
-    str, typer.Argument(help="A training run's --out folder (its best/, else last/), or a checkpoint folder.")
+    str,
+    typer.Argument(
+        help="A training run's --out folder (its best/, else last/), a checkpoint folder, "
+        "or builtin:shakespeare (the model shipped with textweaver)."
+    ),
 ]
 
 
