@@ -84,7 +84,7 @@ def export(
             "reference model: drop --quantize or use --format web"
         )
     ckpt = checkpoint.load(run_dir)
-    out = Path(out)
+    out = Path(out).absolute()  # a name even for '.'
     _check_out(out)
     tmp = out.with_name(f".{out.name}.tmp")  # written whole, then swapped in: no half-written exports
     shutil.rmtree(tmp, ignore_errors=True)
