@@ -16,7 +16,8 @@ from torch import nn
 
 from textweaver.config import ModelConfig
 
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, H, L, D)
+Pair = tuple[torch.Tensor, torch.Tensor]  # rotary (cos, sin) tables, or one layer's (keys, values)
+KVCache = list[Pair]  # per layer: keys, values (B, H, L, D)
 
 
 def rotary_tables(context: int, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,12 +40,7 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(c.n_embd, c.n_embd)
         self.resid_drop = nn.Dropout(c.dropout)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, rotary: Pair | None, past: Pair | None) -> tuple[torch.Tensor, Pair]:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, D)
@@ -78,12 +74,7 @@ class Block(nn.Module):
             nn.Linear(c.n_embd, 4 * c.n_embd), nn.GELU(), nn.Linear(4 * c.n_embd, c.n_embd), nn.Dropout(c.dropout)
         )
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        rotary: tuple[torch.Tensor, torch.Tensor] | None,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, rotary: Pair | None, past: Pair | None) -> tuple[torch.Tensor, Pair]:
         a, kv = self.attn(self.ln1(x), rotary, past)
         x = x + a
         return x + self.mlp(self.ln2(x)), kv
