@@ -15,7 +15,7 @@ import pytest
 
 from textweaver import load, train
 from textweaver.errors import TextweaverError
-from textweaver.train import _LoopState
+from textweaver.run_state import RunState
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
@@ -51,12 +51,12 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     options = {**TINY, "model": model, "max_steps": 40, "dropout": 0.1, "seed": 3}
     whole = train([SHAKESPEARE], tmp_path / "whole", **options)
 
-    real_stop_reason = _LoopState.stop_reason
+    real_stop_reason = RunState.stop_reason
 
-    def interrupt_at_17(self: _LoopState, *args: object) -> str:
+    def interrupt_at_17(self: RunState, *args: object) -> str:
         return "interrupted" if self.step == 17 else real_stop_reason(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_LoopState, "stop_reason", interrupt_at_17)
+    monkeypatch.setattr(RunState, "stop_reason", interrupt_at_17)
     first = train([SHAKESPEARE], tmp_path / "split", **options)
     assert first.stopped == "interrupted" and first.steps == 17
     monkeypatch.undo()
