@@ -113,9 +113,9 @@ class Generator:
         logits, state = model(history[:, start:filled])
         logits = logits[:, -1]  # (B, V)
         cached = filled - start
-        window = request.sampling.repetition_window
+        window = request.sampling.repetition_window if request.sampling.repetition_penalty != 1.0 else 0
         for _ in range(n):
-            recent = history[:, max(0, filled - window) : filled]
+            recent = history[:, max(0, filled - window) : filled] if window else None
             token = next_tokens(logits, request.sampling, gen, recent)  # (B,)
             history[:, filled] = token
             filled += 1

@@ -44,7 +44,13 @@ def next_tokens(
     """
     if options.temperature == 0:
         return _penalised(logits, options, recent, banned).argmax(dim=-1)
-    probs = probabilities(logits, options, recent, banned)
+    if options.top_k is None and options.top_p is None and options.repetition_penalty == 1.0:
+        # the common case in as few ops as possible: it runs once per generated token
+        probs = torch.softmax(logits.float() / options.temperature, dim=-1)
+        if banned is not None and probs.shape[-1] > 1:
+            probs[:, banned] = 0.0
+    else:
+        probs = probabilities(logits, options, recent, banned)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 

@@ -51,10 +51,7 @@ class RNNLanguageModel(nn.Module):
             zeros = x.new_zeros(layers, x.shape[0], self.config.n_embd)
             state = (zeros, zeros) if lstm else (zeros,)
         hs, cs = [], []
-        for layer in range(layers):
-            weights = [
-                getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
+        for layer, weights in enumerate(self.rnn.all_weights):  # per layer: w_ih, w_hh, b_ih, b_hh
             if lstm:
                 h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), *weights)
                 cs.append(c)
