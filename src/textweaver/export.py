@@ -153,7 +153,7 @@ def page_config(
 ) -> dict[str, Any]:
     """The page's ``config.json``: ``mode`` "onnx" (in the browser) or "server" (the JSON API)."""
     c = ckpt.model_config
-    files = [Path(str(f.get("path", ""))).stem for f in ckpt.corpus.get("files", [])]
+    files = [Path(str(f.get("path", "")).removeprefix("builtin:")).stem for f in ckpt.corpus.get("files", [])]
     names = [n.replace("_", " ").replace("-", " ") for n in files if n]
     corpus = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "") or "a text corpus"
     if description is None:

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from textweaver import checkpoint, distributed
 from textweaver.batches import make_batches
-from textweaver.config import TrainConfig
+from textweaver.config import DEFAULT_PRESET, TrainConfig
 from textweaver.corpus import CorpusOptions, resolve_paths
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
@@ -117,6 +117,8 @@ def _train(
         config.max_time = DEFAULT_MAX_TIME
     preset = config.resolved_preset()
     config = dataclasses.replace(config, batch_size=preset.batch_size, lr=preset.lr, context=preset.context)
+    if config.preset is None and not (config.layers or config.width or config.heads):
+        config.preset = DEFAULT_PRESET  # recorded in the checkpoint, so `info` names the size
     assert config.batch_size is not None and config.lr is not None
     if config.batch_size % ranks.world_size:
         raise TextweaverError(
