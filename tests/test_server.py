@@ -140,3 +140,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_full_queue_refuses_with_503_and_retry_after_then_recovers(trained_run: Path) -> None:
+    app = create_app(trained_run, workers=1, queue=1)
+    slots: server.GenerationSlots = app.state.slots
+    local = TestClient(app)
+    assert slots.admit() and slots.admit()  # one running and one waiting: the queue is full
+    for path in ("/api/generate", "/api/generate/stream"):
+        refused = local.post(path, json={"prompt": "a", "length": 5})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["message"].startswith("busy: 2 generations are running or waiting")
+    for _ in range(2):  # the two held admissions finish
+        with slots.running():
+            pass
+    assert slots.admitted == 0
+    assert local.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200
+    assert [name for name, _ in events(local, {"prompt": "a", "length": 5})][-1] == "done"
+    assert slots.admitted == 0  # every finished request gave its place back
+
+
+def test_a_failed_generation_gives_its_place_back(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(trained_run, workers=1, queue=0)
+    local = TestClient(app)
+
+    def fails(*args: object, **kwargs: object) -> list[str]:
+        raise TextweaverError("the model refused")
+
+    monkeypatch.setattr(app.state.model.generator, "generate", fails)
+    refused = local.post("/api/generate", json={"prompt": "a", "length": 5})
+    assert refused.status_code == 422 and refused.json()["message"] == "the model refused"
+    assert app.state.slots.admitted == 0
+    monkeypatch.undo()
+    assert local.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200

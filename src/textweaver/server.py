@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,9 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_PROMPT_CHARS = 2000
 MAX_SAMPLES = 16
 MAX_TEMPERATURE = 2.0
+WORKERS = 2  # generations running at once (the CPU has few cores; more would only share them)
+QUEUE = 8  # generations waiting for a worker; beyond that a request gets 503 + Retry-After
+RETRY_AFTER_S = 1
 CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
     "style-src 'self'; img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -73,11 +78,46 @@ class GenerateResult(BaseModel):
     settings: dict[str, Any]
 
 
+class GenerationSlots:
+    """A bounded queue: ``workers`` generations run at once, ``queue`` more may wait, and a request
+    beyond that is refused at once (503) instead of joining an unbounded backlog."""
+
+    def __init__(self, workers: int = WORKERS, queue: int = QUEUE) -> None:
+        self.capacity = workers + queue
+        self._running = threading.Semaphore(workers)
+        self._lock = threading.Lock()
+        self.admitted = 0  # running + waiting
+
+    def admit(self) -> bool:
+        with self._lock:
+            if self.admitted >= self.capacity:
+                return False
+            self.admitted += 1
+            return True
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Wait for a worker, run, and give both the worker and the admission back (an admitted
+        request must enter this exactly once)."""
+        try:
+            with self._running:
+                yield
+        finally:
+            with self._lock:
+                self.admitted -= 1
+
+
 def create_app(
-    run_dir: str | Path, device: str = "cpu", title: str | None = None, description: str | None = None
+    run_dir: str | Path,
+    device: str = "cpu",
+    title: str | None = None,
+    description: str | None = None,
+    workers: int = WORKERS,
+    queue: int = QUEUE,
 ) -> FastAPI:
     """The FastAPI application for one trained model (loaded once, shared by all requests)."""
     model = load(run_dir, device)
+    slots = GenerationSlots(workers, queue)
     config = page_config(model.checkpoint, "server", title, description)
     app = FastAPI(
         title=f"textweaver: {config['title']}",
@@ -85,6 +125,12 @@ def create_app(
         version=__version__,
     )
     app.state.model = model
+    app.state.slots = slots
+
+    def busy() -> JSONResponse:
+        message = f"busy: {slots.capacity} generations are running or waiting; retry in {RETRY_AFTER_S} s"
+        return JSONResponse({"message": message, "detail": message}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -105,12 +151,16 @@ def create_app(
     def prompt(seed: int | None = None) -> dict[str, str]:
         return {"prompt": model.random_prompt(seed)}
 
-    @app.post("/api/generate", summary="Generate text", response_model=GenerateResult)
-    def generate(params: GenerateParams) -> GenerateResult:
+    @app.post("/api/generate", summary="Generate text", response_model=GenerateResult,
+              responses={503: {"description": "Too many requests running or waiting; see Retry-After"}})  # fmt: skip
+    def generate(params: GenerateParams) -> GenerateResult | JSONResponse:
         request = _request(model, params, params.num_samples)
-        start = time.perf_counter()
-        samples = model.generator.generate(request, warn=False)
-        elapsed = time.perf_counter() - start
+        if not slots.admit():
+            return busy()
+        with slots.running():
+            start = time.perf_counter()
+            samples = model.generator.generate(request, warn=False)
+            elapsed = time.perf_counter() - start
         prompt = request.prompt or ""
         return GenerateResult(
             text=samples[0], samples=samples, prompt=prompt, tokens=request.length, elapsed_s=elapsed,
@@ -123,10 +173,13 @@ def create_app(
         description='Events: `prompt` (the start text), then one unnamed event per token with `{"text": ...}`, '
         'then `done` with `{"tokens", "seconds", "tokens_per_s"}` (or `error` with `{"message"}`).',
         response_class=StreamingResponse,
+        responses={503: {"description": "Too many requests running or waiting; see Retry-After"}},
     )
-    def stream(params: StreamParams) -> StreamingResponse:
+    def stream(params: StreamParams) -> Response:
         request = _request(model, params, 1)
-        return StreamingResponse(_events(model, request), media_type="text/event-stream",
+        if not slots.admit():
+            return busy()
+        return StreamingResponse(_events(model, request, slots), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     @app.get("/config.json", include_in_schema=False)
@@ -153,20 +206,24 @@ def _request(model: TextModel, params: StreamParams, num_samples: int) -> Genera
                          num_samples, params.seed)  # fmt: skip
 
 
-def _events(model: TextModel, request: GenerationRequest) -> Iterator[str]:
+def _events(model: TextModel, request: GenerationRequest, slots: GenerationSlots) -> Iterator[str]:
+    """Server-sent events for one sample; holds a worker until the end or until the client goes
+    away (the server then closes this generator, which gives the worker back)."""
+
     def event(data: dict[str, Any], name: str | None = None) -> str:
         return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     start, tokens = time.perf_counter(), 0
-    try:
-        pieces = model.generator.stream(request, warn=False)
-        yield event({"text": next(pieces)[0]}, "prompt")
-        for piece in pieces:
-            tokens += 1
-            yield event({"text": piece[0]})
-    except TextweaverError as e:
-        yield event({"message": str(e)}, "error")
-        return
+    with slots.running():
+        try:
+            pieces = model.generator.stream(request, warn=False)
+            yield event({"text": next(pieces)[0]}, "prompt")
+            for piece in pieces:
+                tokens += 1
+                yield event({"text": piece[0]})
+        except TextweaverError as e:
+            yield event({"message": str(e)}, "error")
+            return
     seconds = time.perf_counter() - start
     yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
 
@@ -183,13 +240,17 @@ def serve(
     device: str = "cpu",
     title: str | None = None,
     description: str | None = None,
+    workers: int = WORKERS,
+    queue: int = QUEUE,
 ) -> None:
     """Load the model and serve the page and the API until Ctrl-C."""
     import uvicorn
 
     if not 0 < port < 65536:
         raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
-    app = create_app(run_dir, device, title, description)
+    if workers < 1 or queue < 0:
+        raise TextweaverError(f"--workers must be at least 1 and --queue at least 0, got {workers} and {queue}")
+    app = create_app(run_dir, device, title, description, workers, queue)
     _check_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can use the model "
