@@ -58,7 +58,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 @pytest.mark.slow
 def test_a_single_process_resumes_a_distributed_run(tmp_path: Path) -> None:
     common = ["train", str(SHAKESPEARE), "--preset", "tiny", *ARGS, "--out", str(tmp_path / "r")]
-    assert torchrun(*common).returncode == 0
+    first = torchrun(*common)
+    assert first.returncode == 0, first.stderr[-3000:]
     resumed = single(*[a if a != "12" else "20" for a in common], "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stderr

@@ -79,7 +79,9 @@ def train(
     ranks, device_name = distributed.from_environment(config.device)
     console = console or Console(stderr=True, soft_wrap=True, quiet=not ranks.is_main)
     try:
-        return _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks, device_name)
+        result = _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks, device_name)
+        ranks.barrier()  # leave together: no rank tears the group down while rank 0 still writes
+        return result
     finally:
         distributed.shutdown()
 
