@@ -47,10 +47,9 @@ def main() -> None:
                               args.train_args.split())  # fmt: skip
                 final = records[-1]
                 reached = next((r["elapsed_s"] for r in records if r["val_loss"] <= NANOGPT_CPU_LOSS), None)
-                chars_per_token = 1.0  # char level: a token is a character
                 rows.append({
                     "corpus": name, "budget": budget, "budget_s": parse_duration(budget), "steps": final["step"],
-                    "val_nats_per_char": final["val_loss"] / chars_per_token, "val_bits_per_char": final["val_bpc"],
+                    "val_nats_per_char": final["val_loss"], "val_bits_per_char": final["val_bpc"],  # char level
                     "best_val_loss": final["best_val_loss"], "tokens_per_s": final["tokens_per_s"],
                     "s_to_nanogpt_1.886": reached if name.startswith("tinyshakespeare") else None,
                 })  # fmt: skip

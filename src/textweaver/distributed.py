@@ -32,20 +32,19 @@ class Dist:
         return self.rank == 0
 
     def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over all ranks (float64 on the CPU: exact enough for loss totals)."""
-        if not self.enabled:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t.tolist()
+        """Element-wise sum over all ranks (float64: exact enough for loss totals)."""
+        return self._all_reduce(values, dist.ReduceOp.SUM)
 
     def max(self, values: list[float]) -> list[float]:
         """Element-wise maximum over all ranks: how ranks agree on the schedule's progress and on
         flags (stop, checkpoint due, diverged), so they always take the same decisions."""
+        return self._all_reduce(values, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: list[float], op: dist.ReduceOp.RedOpType) -> list[float]:
         if not self.enabled:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(t, op=op)
         return t.tolist()
 
     def gather_rows(self, tensor: torch.Tensor, dim: int) -> torch.Tensor:

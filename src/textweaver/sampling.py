@@ -44,13 +44,7 @@ def next_tokens(
     """
     if options.temperature == 0:
         return _penalised(logits, options, recent, banned).argmax(dim=-1)
-    if options.top_k is None and options.top_p is None and options.repetition_penalty == 1.0:
-        # the common case in as few ops as possible: it runs once per generated token
-        probs = torch.softmax(logits.float() / options.temperature, dim=-1)
-        if banned is not None and probs.shape[-1] > 1:
-            probs[:, banned] = 0.0
-    else:
-        probs = probabilities(logits, options, recent, banned)
+    probs = probabilities(logits, options, recent, banned)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -64,6 +58,12 @@ def probabilities(
 
     The web page's ``sampling.js`` mirrors this function; ``tests/test_export.py`` compares them.
     """
+    if options.top_k is None and options.top_p is None and options.repetition_penalty == 1.0:
+        # the common case in as few ops as possible: it runs once per generated token
+        probs = torch.softmax(logits.float() / options.temperature, dim=-1)
+        if banned is not None and probs.shape[-1] > 1:
+            probs[:, banned] = 0.0
+        return probs
     logits = _penalised(logits, options, recent, banned) / options.temperature
     if options.top_k is not None and options.top_k < logits.shape[-1]:
         kth = torch.topk(logits, options.top_k, dim=-1).values[:, -1:]
