@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default=str(ROOT.parent / "shared" / "corpora"))
     parser.add_argument("--eval-every", type=int, default=250, help="steps between points of the curve")
     parser.add_argument("--train-args", default="", help="extra options for textweaver train, e.g. '--model gru'")
+    parser.add_argument("--name", default="time_to_quality", help="results file name under bench/results/")
     args = parser.parse_args()
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,8 +61,8 @@ def main() -> None:
     curve_text = "\n".join(
         f"- {key}: " + ", ".join(f"{t:.0f}s {loss:.3f}" for t, loss, _ in points) for key, points in curves.items()
     )
-    print(write("time_to_quality", rows, columns, "Validation loss over time (elapsed, nats/token):\n" + curve_text))
-    (Path(__file__).parent / "results" / "time_to_quality_curves.json").write_text(json.dumps(curves))
+    print(write(args.name, rows, columns, "Validation loss over time (elapsed, nats/token):\n" + curve_text))
+    (Path(__file__).parent / "results" / f"{args.name}_curves.json").write_text(json.dumps(curves))
     assert all(math.isfinite(r["val_nats_per_char"]) for r in rows)
 
 

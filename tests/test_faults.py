@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,6 +39,14 @@ def wait_for(predicate: object, timeout: float = 60.0) -> None:
 
 def steps_in(run: Path) -> int:
     return int(json.loads((resolve(run / "last") / "config.json").read_text())["metrics"]["step"])
+
+
+def saved_steps(run: Path) -> int:
+    """Steps in the last checkpoint, 0 while there is none (or it is being swapped in)."""
+    try:
+        return steps_in(run)
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 @pytest.mark.slow
@@ -104,3 +113,74 @@ def test_a_failing_checkpoint_write_is_reported_and_keeps_the_previous_one(tmp_p
     assert "cannot write the checkpoint" in wide.stderr and "Traceback" not in wide.stderr
     assert not (out / "wide" / "last").exists()
     assert (out / "last" / "model.safetensors").read_bytes() == before
+
+
+DISK_FULL_SCRIPT = r"""
+set -u
+mount -t tmpfs -o size=4m tmpfs "$DISK" || exit 90
+cd "$DISK"
+train() { "$PY" -m textweaver train "$CORPUS" --out "$DISK/run" --preset tiny --no-tensorboard --no-progress \
+          --seed 2 --eval-every 2 "$@"; }
+train --max-steps 2 2> "$OUT/first.err" || exit 91
+sha256sum "$DISK"/run/last/* > "$OUT/before.sha"
+dd if=/dev/zero of="$DISK/filler" bs=4k 2> /dev/null  # fill the disk to the last block
+train --resume --max-steps 4 2> "$OUT/full.err"; echo $? > "$OUT/full.rc"
+sha256sum "$DISK"/run/last/* > "$OUT/after.sha"
+ls -A "$DISK/run" > "$OUT/listing"
+tail -c 1 "$DISK/run/metrics.jsonl" | od -c | head -1 > "$OUT/metrics_tail"
+rm "$DISK/filler"
+train --resume --max-steps 4 2> "$OUT/freed.err"; echo $? > "$OUT/freed.rc"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux) to mount a private tmpfs")
+def test_a_full_disk_is_reported_in_one_line_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    """A real full file system: a 4 MB tmpfs mounted in a private mount namespace, filled to the brim."""
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    env = {**os.environ, "DISK": str(disk), "OUT": str(out), "PY": sys.executable, "CORPUS": str(SHAKESPEARE)}
+    done = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", "-c", DISK_FULL_SCRIPT],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    if done.returncode == 90:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr + (out / "first.err").read_text()
+    full_err = (out / "full.err").read_text()
+    assert (out / "full.rc").read_text().strip() == "2", full_err
+    assert "Traceback" not in full_err
+    error_lines = [line for line in full_err.splitlines() if line.startswith("textweaver: error: ")]
+    assert len(error_lines) == 1 and "No space left on device" in error_lines[0], full_err
+    assert (out / "after.sha").read_text() == (out / "before.sha").read_text()  # the previous checkpoint intact
+    assert not {".last.tmp", ".best.tmp", ".last.old"} & set((out / "listing").read_text().split())
+    assert "\\n" in (out / "metrics_tail").read_text()  # metrics.jsonl ends with a whole record
+    freed_err = (out / "freed.err").read_text()
+    assert (out / "freed.rc").read_text().strip() == "0", freed_err
+    assert "from step 2" in freed_err
+
+
+@pytest.mark.slow
+def test_runs_killed_and_resumed_end_with_exactly_the_uninterrupted_loss(tmp_path: Path) -> None:
+    """Same seed, same budget: kill -9 twice along the way, resume each time; the final validation
+    loss equals the uninterrupted run's bit for bit (on the CPU, with the same thread count)."""
+    budget = ["--max-steps", "400", "--threads", "1"]
+    whole = subprocess.run([*TRAIN, "--out", str(tmp_path / "whole"), *budget], capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    for delay in (0.5, 0.9):
+        proc = start(out, *budget, "--resume")
+        wait_for(lambda: saved_steps(out) > 0)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    lost_upto = steps_in(out)
+    assert 0 < lost_upto < 400, "the run finished before it could be killed: raise --max-steps"
+    resumed = subprocess.run([*TRAIN, "--out", str(out), "--resume", *budget], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"from step {lost_upto}" in resumed.stderr
+
+    def final(run: Path) -> dict[str, float]:
+        return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])  # type: ignore[no-any-return]
+
+    assert final(out)["step"] == final(tmp_path / "whole")["step"] == 400
+    assert final(out)["val_loss"] == final(tmp_path / "whole")["val_loss"]

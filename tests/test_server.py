@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 
 from textweaver import checkpoint, server
@@ -146,14 +152,16 @@ def test_a_full_queue_refuses_with_503_and_retry_after_then_recovers(trained_run
     app = create_app(trained_run, workers=1, queue=1)
     slots: server.GenerationSlots = app.state.slots
     local = TestClient(app)
-    assert slots.admit() and slots.admit()  # one running and one waiting: the queue is full
+    tickets = [slots.admit(), slots.admit()]  # one running and one waiting: the queue is full
+    assert all(tickets)
     for path in ("/api/generate", "/api/generate/stream"):
         refused = local.post(path, json={"prompt": "a", "length": 5})
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
         assert refused.json()["message"].startswith("busy: 2 generations are running or waiting")
-    for _ in range(2):  # the two held admissions finish
-        with slots.running():
-            pass
+    for ticket in tickets:  # the two held admissions finish
+        assert ticket is not None
+        ticket.release()
+        ticket.release()  # giving back twice counts once
     assert slots.admitted == 0
     assert local.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200
     assert [name for name, _ in events(local, {"prompt": "a", "length": 5})][-1] == "done"
@@ -167,9 +175,112 @@ def test_a_failed_generation_gives_its_place_back(trained_run: Path, monkeypatch
     def fails(*args: object, **kwargs: object) -> list[str]:
         raise TextweaverError("the model refused")
 
-    monkeypatch.setattr(app.state.model.generator, "generate", fails)
+    monkeypatch.setattr(app.state.model.generator, "stream", fails)
     refused = local.post("/api/generate", json={"prompt": "a", "length": 5})
     assert refused.status_code == 422 and refused.json()["message"] == "the model refused"
     assert app.state.slots.admitted == 0
     monkeypatch.undo()
     assert local.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200
+
+
+def test_a_request_body_over_the_limit_gets_413_before_it_is_read(client: TestClient) -> None:
+    big = json.dumps({"prompt": "a" * (server.MAX_BODY_BYTES + 10)})
+    refused = client.post("/api/generate", content=big, headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and "request body too large" in refused.json()["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"prompt": "'
+        for _ in range(server.MAX_BODY_BYTES // 1000 + 1):
+            yield b"a" * 1000
+        yield b'"}'
+
+    refused = client.post("/api/generate", content=chunks(), headers={"content-type": "application/json"})
+    assert refused.status_code == 413 and "at most 65,536 bytes" in refused.json()["message"]
+
+
+def test_a_generation_past_the_time_limit_gets_504_and_gives_its_worker_back(trained_run: Path) -> None:
+    app = create_app(trained_run, workers=1, queue=0, timeout=0.05)
+    local = TestClient(app)
+    slow = local.post("/api/generate", json={"prompt": "a", "length": 2000, "num_samples": 16})
+    assert slow.status_code == 504 and "0.05 s limit per request (--timeout)" in slow.json()["message"]
+    got = events(local, {"prompt": "a", "length": 2000})
+    assert got[-1][0] == "error" and "--timeout" in got[-1][1]["message"]
+    assert app.state.slots.admitted == 0
+    quick = TestClient(create_app(trained_run, workers=1, queue=0, timeout=30))
+    assert quick.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200
+
+
+def test_a_stream_discarded_unread_gives_its_worker_back(trained_run: Path) -> None:
+    app = create_app(trained_run, workers=1, queue=0)
+    endpoint = next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/api/generate/stream")  # type: ignore[attr-defined]
+    response = endpoint(server.StreamParams(prompt="a", length=5))
+    assert app.state.slots.admitted == 1
+    del response
+    gc.collect()
+    assert app.state.slots.admitted == 0
+
+
+@pytest.fixture(scope="module")
+def live(trained_run: Path) -> Iterator[tuple[str, server.GenerationSlots]]:
+    """The app served by a real uvicorn on a loopback port (for disconnects and raw requests)."""
+    app = create_app(trained_run, workers=1, queue=1)
+    port = free_port()
+    real = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=real.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not real.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}", app.state.slots
+    real.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_worker(live: tuple[str, server.GenerationSlots]) -> None:
+    url, slots = live
+    for _ in range(3):  # more disconnects than workers + queue: each must give its place back
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("POST", f"{url}/api/generate/stream", json={"prompt": "a", "length": 2000}) as response,
+        ):
+            assert response.status_code == 200
+            next(response.iter_lines())  # the stream is running; now hang up
+        deadline = time.monotonic() + 10
+        while slots.admitted:
+            assert time.monotonic() < deadline, "the worker was not given back after the client left"
+            time.sleep(0.02)
+    done = httpx.post(f"{url}/api/generate", json={"prompt": "a", "length": 5}, timeout=10)
+    assert done.status_code == 200
+
+
+def raw_get(url: str, target: str) -> tuple[int, bytes]:
+    """Send the request line exactly as written (HTTP clients would normalise the dots away)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.parametrize("target", [
+    "/../../../../etc/passwd", "/..%2f..%2f..%2fetc%2fpasswd", "/%2e%2e/%2e%2e/etc/passwd", "/..\\..\\etc\\passwd",
+    "/vendor/../../server.py", "/app.js/../../server.py", "//etc/passwd", "/%2fetc%2fpasswd", "/.%2e/pyproject.toml",
+    "/index.html%00.js", "/web/index.html", "/vendor/onnxruntime-web/LICENSE",
+])  # fmt: skip
+def test_static_routes_serve_nothing_outside_the_page(live: tuple[str, server.GenerationSlots], target: str) -> None:
+    status, data = raw_get(live[0], target)
+    assert status in (400, 404), data[:200]
+    assert b"root:" not in data and b"import " not in data and b"[project]" not in data
+
+
+def test_no_cross_origin_access_is_granted(client: TestClient) -> None:
+    origin = {"Origin": "https://evil.example"}
+    for response in (
+        client.get("/api/info", headers=origin),
+        client.post("/api/generate", json={"prompt": "a", "length": 3}, headers=origin),
+        client.options("/api/generate", headers={**origin, "Access-Control-Request-Method": "POST"}),
+    ):
+        assert not any(h.lower().startswith("access-control-") for h in response.headers), response.headers

@@ -383,12 +383,16 @@ def serve(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     workers: Annotated[int, typer.Option(help="Generations that run at once.")] = 2,
     queue: Annotated[int, typer.Option(help="Generations that may wait for a worker; more get 503 + Retry-After.")] = 8,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds one request may take, waiting included; then 504, or an `error` event in a stream."),
+    ] = 60.0,
 ) -> None:
     """Serve the web page and a JSON API (/api/generate, /api/info, /api/prompt; docs at /docs)."""
     from textweaver.server import serve as run_server
 
     run_server(run_dir, host=host, port=port, device=device, title=title, description=description,
-               workers=workers, queue=queue)  # fmt: skip
+               workers=workers, queue=queue, timeout=timeout)  # fmt: skip
 
 
 @app.command()

@@ -7,11 +7,13 @@ enough to generate, evaluate, resume or export.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from textweaver.errors import TextweaverError
+from textweaver.tokenizer import check_normalize_form
 
 MODEL_KINDS = ("lstm", "gru", "transformer")
 DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
@@ -147,6 +149,8 @@ class TrainConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise TextweaverError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.normalize is not None:
+            check_normalize_form(self.normalize)
         if self.errors not in ("strict", "replace", "ignore"):
             raise TextweaverError(f"unknown --errors {self.errors!r}: use strict, replace or ignore")
         positive = {
@@ -161,6 +165,9 @@ class TrainConfig:
                 raise TextweaverError(f"--{name.replace('_', '-')} must be positive, got {value}")
         if self.context is not None and self.context < 2:
             raise TextweaverError("--context must be at least 2")
+        cores = os.cpu_count() or 1
+        if self.threads is not None and self.threads > cores:
+            raise TextweaverError(f"--threads must be between 1 and {cores} (the CPU cores here), got {self.threads}")
 
     def resolved_preset(self) -> Preset:
         base = PRESETS[self.model][self.preset or DEFAULT_PRESET]

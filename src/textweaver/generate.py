@@ -19,11 +19,15 @@ from typing import Any
 import torch
 
 from textweaver.errors import TextweaverError
-from textweaver.models import LanguageModel
+from textweaver.models import LanguageModel, RNNLanguageModel
 from textweaver.sampling import SamplingOptions, next_tokens
 from textweaver.tokenizer import Tokenizer
 
 SLIDE_KEEP = 0.75
+PROMPT_CHUNK = 4096  # tokens an RNN reads per forward pass while it takes in a long prompt
+HISTORY_SLACK = 4096  # generated tokens kept beyond the last context before the history buffer is compacted
+MAX_TOKENS = 10_000_000  # tokens per request: beyond that, generate in several calls
+MAX_SAMPLES = 1024  # samples generated at once (each holds its own state; more would only exhaust memory)
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,20 @@ class GenerationRequest:
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
 
     def validate(self) -> None:
-        if self.length <= 0:
-            raise TextweaverError(f"--length must be at least 1, got {self.length}")
-        if self.num_samples < 1:
-            raise TextweaverError(f"--num-samples must be at least 1, got {self.num_samples}")
+        if not 1 <= self.length <= MAX_TOKENS:
+            raise TextweaverError(f"--length must be between 1 and {MAX_TOKENS:,}, got {self.length}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise TextweaverError(f"--seed must be between 0 and 2**63 - 1, got {self.seed}")
+        for name, text in (("--prompt", self.prompt), ("--stop", self.stop)):
+            try:
+                (text or "").encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise TextweaverError(
+                    f"{name} is not valid text: undecodable byte or lone surrogate at position {e.start}: "
+                    "pass UTF-8 text"
+                ) from None
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise TextweaverError(f"--num-samples must be between 1 and {MAX_SAMPLES}, got {self.num_samples}")
         if self.stop == "":
             raise TextweaverError("--stop must not be empty: leave it out to generate the full length")
         self.sampling.validate()
@@ -93,10 +107,11 @@ class Generator:
 
     def generate(self, request: GenerationRequest, warn: bool = True) -> list[str]:
         """Full texts (prompt + continuation), one per sample."""
-        texts = [""] * request.num_samples
+        parts: list[list[str]] = [[] for _ in range(request.num_samples)]
         for pieces in self.stream(request, warn):
-            texts = [t + p for t, p in zip(texts, pieces, strict=True)]
-        return texts
+            for part, piece in zip(parts, pieces, strict=True):
+                part.append(piece)
+        return ["".join(part) for part in parts]
 
     @torch.inference_mode()
     def _token_steps(
@@ -105,16 +120,27 @@ class Generator:
         model, B, n = self.model, request.num_samples, request.length
         model.eval()
         context = model.config.context
-        history = torch.empty(B, len(prompt_ids) + n, dtype=torch.long, device=self.device)  # (B, P + N)
-        history[:, : len(prompt_ids)] = prompt_ids.to(self.device)
-        filled = len(prompt_ids)
         keep = max(1, int(context * SLIDE_KEEP))
-        start = max(0, filled - context) if self.is_transformer else 0
-        logits, state = model(history[:, start:filled])
-        logits = logits[:, -1]  # (B, V)
-        cached = filled - start
         window = request.sampling.repetition_window if request.sampling.repetition_penalty != 1.0 else 0
+        logits, state, cached = self._read_prompt(prompt_ids.to(self.device), B)
+        if isinstance(model, RNNLanguageModel) and not window:  # the common case, in the fewest operations per token
+            cells = [list(t.unbind(0)) for t in state]
+            for _ in range(n):
+                token = next_tokens(logits, request.sampling, gen)
+                yield token.tolist()
+                logits = model.step_cells(token, cells)
+            return
+        # only the last `span` tokens can matter from here on (the transformer's window, the repetition
+        # window), so the history is a buffer of span + HISTORY_SLACK that moves its tail to the front when full
+        span = max(context, window, 1)
+        history = torch.empty(B, span + HISTORY_SLACK, dtype=torch.long, device=self.device)
+        tail = prompt_ids[-span:]
+        history[:, : len(tail)] = tail.to(self.device)
+        filled = len(tail)
         for _ in range(n):
+            if filled == history.shape[1]:
+                history[:, :span] = history[:, filled - span : filled].clone()
+                filled = span
             recent = history[:, max(0, filled - window) : filled] if window else None
             token = next_tokens(logits, request.sampling, gen, recent)  # (B,)
             history[:, filled] = token
@@ -126,6 +152,28 @@ class Generator:
             else:
                 logits, state = model.step(token, state)
                 cached += 1
+
+    def _read_prompt(self, ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, Any, int]:
+        """Logits ``(batch, V)`` after the prompt, the model state, and how many positions it caches.
+
+        The prompt is read once for all samples (they share it) and then copied per sample, so a
+        long prompt costs neither ``batch`` times the work nor ``batch`` times the memory. An RNN
+        reads it in chunks (memory bounded however long the prompt); a transformer sees its last
+        ``context`` tokens.
+        """
+        if self.is_transformer:
+            window = ids[-self.model.config.context :]
+            logits, cache = self.model(window[None])
+            state: Any = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in cache]
+            cached = len(window)
+        else:
+            rnn_state = None
+            for chunk in ids.split(PROMPT_CHUNK):
+                logits, rnn_state = self.model(chunk[None], rnn_state)
+            assert rnn_state is not None
+            state = tuple(t.expand(-1, batch, -1).contiguous() for t in rnn_state)
+            cached = len(ids)
+        return logits[:, -1].expand(batch, -1), state, cached
 
     def naive_steps(self, prompt: str, length: int, sampling: SamplingOptions, seed: int = 0) -> str:
         """Generate by re-running the whole window for every token, as the Keras recipe does.

@@ -3,10 +3,14 @@ TensorBoard scalars (``RUN_DIR/tensorboard``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
+
+from textweaver.errors import TextweaverError
 
 
 class RunLog:
@@ -20,8 +24,7 @@ class RunLog:
 
     def metrics(self, step: int, values: dict[str, float | int | str]) -> None:
         record = {"step": step, "time": round(time.time(), 3), **values}
-        with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        _append(self.run_dir / "metrics.jsonl", json.dumps(record) + "\n")
         if self._writer is not None:
             for name, value in values.items():
                 if isinstance(value, int | float):
@@ -29,10 +32,10 @@ class RunLog:
             self._writer.flush()
 
     def samples(self, step: int, prompt: str, texts: dict[float, str]) -> None:
-        with (self.run_dir / "samples.txt").open("a", encoding="utf-8") as f:
-            f.write(f"===== step {step} | prompt {prompt!r}\n")
-            for temperature, text in texts.items():
-                f.write(f"--- temperature {temperature}\n{text}\n")
+        entry = f"===== step {step} | prompt {prompt!r}\n" + "".join(
+            f"--- temperature {temperature}\n{text}\n" for temperature, text in texts.items()
+        )
+        _append(self.run_dir / "samples.txt", entry)
         if self._writer is not None:
             for temperature, text in texts.items():
                 self._writer.add_text(f"sample/t{temperature}", text, step)
@@ -40,3 +43,30 @@ class RunLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _append(path: Path, text: str) -> None:
+    """Append whole records only: a failed write (disk full) is undone and reported in one line."""
+    data = memoryview(text.encode("utf-8"))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise _cannot_write(path, e) from None
+    finally:
+        os.close(fd)
+
+
+def _cannot_write(path: Path, e: OSError) -> TextweaverError:
+    return TextweaverError(
+        f"{path}: cannot write ({e.strerror or e}); the last checkpoint is saved: free some disk space, "
+        "then rerun the same command with --resume"
+    )

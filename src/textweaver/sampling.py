@@ -8,6 +8,10 @@ import torch
 
 from textweaver.errors import TextweaverError
 
+# bounds of the temperature (besides 0 = greedy) and the repetition penalty: beyond them logits / value
+# overflows float32 (or rounds to 0), and the odds become NaN
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
+
 
 @dataclass(frozen=True)
 class SamplingOptions:
@@ -18,14 +22,20 @@ class SamplingOptions:
     repetition_window: int = 64
 
     def validate(self) -> None:
-        if not self.temperature >= 0:  # also rejects NaN
-            raise TextweaverError(f"--temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):  # also NaN
+            raise TextweaverError(
+                f"--temperature must be >= 0 (0 means greedy; otherwise between {MIN_TEMPERATURE:g} and "
+                f"{MAX_TEMPERATURE:g}), got {self.temperature}"
+            )
         if self.top_k is not None and self.top_k < 1:
             raise TextweaverError(f"--top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise TextweaverError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not self.repetition_penalty > 0:
-            raise TextweaverError(f"--repetition-penalty must be positive (1 = off), got {self.repetition_penalty}")
+        if not MIN_TEMPERATURE <= self.repetition_penalty <= MAX_TEMPERATURE:  # also NaN
+            raise TextweaverError(
+                f"--repetition-penalty must be positive (1 = off; between {MIN_TEMPERATURE:g} and "
+                f"{MAX_TEMPERATURE:g}), got {self.repetition_penalty}"
+            )
         if self.repetition_window < 1:
             raise TextweaverError(f"repetition window must be at least 1, got {self.repetition_window}")
 
@@ -44,6 +54,11 @@ def next_tokens(
     """
     if options.temperature == 0:
         return _penalised(logits, options, recent, banned).argmax(dim=-1)
+    if banned == 0 and logits.shape[-1] > 1 and _plain(options):
+        # the common case in the fewest operations (it runs once per token): <unk> is id 0, so sample
+        # among the others and shift; the same distribution as probabilities() gives
+        probs = torch.softmax(logits[:, 1:].float() / options.temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1) + 1
     probs = probabilities(logits, options, recent, banned)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
@@ -58,7 +73,7 @@ def probabilities(
 
     The web page's ``sampling.js`` mirrors this function; ``tests/test_export.py`` compares them.
     """
-    if options.top_k is None and options.top_p is None and options.repetition_penalty == 1.0:
+    if _plain(options):
         # the common case in as few ops as possible: it runs once per generated token
         probs = torch.softmax(logits.float() / options.temperature, dim=-1)
         if banned is not None and probs.shape[-1] > 1:
@@ -72,9 +87,15 @@ def probabilities(
     if options.top_p is not None and options.top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the tokens ranked above
-        sorted_probs = sorted_probs.masked_fill(before >= options.top_p, 0.0)
+        # the likeliest token always stays (a top_p below float32's smallest number must not drop it)
+        sorted_probs = sorted_probs.masked_fill((before >= options.top_p) & (before > 0), 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_probs)
     return probs
+
+
+def _plain(options: SamplingOptions) -> bool:
+    """Temperature only: no top-k, top-p or repetition penalty."""
+    return options.top_k is None and options.top_p is None and options.repetition_penalty == 1.0
 
 
 def _penalised(

@@ -12,13 +12,14 @@ It listens on 127.0.0.1 unless told otherwise: the API has no authentication.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import weakref
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textweaver import __version__
 from textweaver.api import TextModel, load
@@ -41,6 +43,8 @@ MAX_TEMPERATURE = 2.0
 WORKERS = 2  # generations running at once (the CPU has few cores; more would only share them)
 QUEUE = 8  # generations waiting for a worker; beyond that a request gets 503 + Retry-After
 RETRY_AFTER_S = 1
+TIMEOUT_S = 60.0  # per request, waiting for a worker included; a stream then ends with an `error` event
+MAX_BODY_BYTES = 64 * 1024  # a request body beyond this gets 413 before it is read whole
 CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
     "style-src 'self'; img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -84,27 +88,97 @@ class GenerationSlots:
 
     def __init__(self, workers: int = WORKERS, queue: int = QUEUE) -> None:
         self.capacity = workers + queue
-        self._running = threading.Semaphore(workers)
-        self._lock = threading.Lock()
+        self.workers = threading.Semaphore(workers)
+        self.lock = threading.Lock()
         self.admitted = 0  # running + waiting
 
-    def admit(self) -> bool:
-        with self._lock:
+    def admit(self) -> Ticket | None:
+        with self.lock:
             if self.admitted >= self.capacity:
-                return False
+                return None
             self.admitted += 1
-            return True
+            return Ticket(self)
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Wait for a worker, run, and give both the worker and the admission back (an admitted
-        request must enter this exactly once)."""
+
+class Ticket:
+    """One admitted request: it may wait for a worker, and gives back what it holds exactly once
+    (at the end, on an error, when its client goes away, or when its stream is discarded unread)."""
+
+    def __init__(self, slots: GenerationSlots) -> None:
+        self._slots = slots
+        self._has_worker = False
+        self._released = False
+
+    def wait_for_worker(self, timeout: float) -> bool:
+        self._has_worker = self._slots.workers.acquire(timeout=max(0.0, timeout))
+        return self._has_worker
+
+    def release(self) -> None:
+        with self._slots.lock:
+            if self._released:
+                return
+            self._released = True
+            self._slots.admitted -= 1
+        if self._has_worker:
+            self._slots.workers.release()
+
+
+class EventStream(StreamingResponse):
+    """A stream that closes its event generator however the response ends (finished, client gone,
+    server stopping), so the worker it holds is given back at once, not when garbage is collected."""
+
+    def __init__(self, events: Generator[str, None, None], **kwargs: Any) -> None:
+        super().__init__(events, **kwargs)
+        self._events = events
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            with self._running:
-                yield
+            await super().__call__(scope, receive, send)
         finally:
-            with self._lock:
-                self.admitted -= 1
+            with contextlib.suppress(ValueError):  # still running in a worker thread: it finishes on its own
+                self._events.close()
+
+
+class TimedOut(Exception):
+    """A generation ran past the per-request time limit."""
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``limit`` bytes (413) before reading them whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(status_code=413, detail=self._message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _message(self) -> str:
+        return (
+            f"request body too large: at most {self.limit:,} bytes (the prompt is at most {MAX_PROMPT_CHARS:,} "
+            "characters)"
+        )
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = self._message()
+        await JSONResponse({"message": message, "detail": message}, status_code=413)(scope, receive, send)
 
 
 def create_app(
@@ -114,6 +188,7 @@ def create_app(
     description: str | None = None,
     workers: int = WORKERS,
     queue: int = QUEUE,
+    timeout: float = TIMEOUT_S,
 ) -> FastAPI:
     """The FastAPI application for one trained model (loaded once, shared by all requests)."""
     model = load(run_dir, device)
@@ -126,6 +201,7 @@ def create_app(
     )
     app.state.model = model
     app.state.slots = slots
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def busy() -> JSONResponse:
         message = f"busy: {slots.capacity} generations are running or waiting; retry in {RETRY_AFTER_S} s"
@@ -138,6 +214,15 @@ def create_app(
         where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
         message = "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True))
         return JSONResponse({"message": message, "detail": jsonable_encoder(errors)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"message": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)  # fmt: skip
+
+    def timed_out() -> JSONResponse:
+        message = timeout_message(timeout)
+        return JSONResponse({"message": message, "detail": message}, status_code=504)
 
     @app.exception_handler(TextweaverError)
     async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
@@ -155,12 +240,24 @@ def create_app(
               responses={503: {"description": "Too many requests running or waiting; see Retry-After"}})  # fmt: skip
     def generate(params: GenerateParams) -> GenerateResult | JSONResponse:
         request = _request(model, params, params.num_samples)
-        if not slots.admit():
+        deadline = time.monotonic() + timeout
+        ticket = slots.admit()
+        if ticket is None:
             return busy()
-        with slots.running():
+        try:
+            if not ticket.wait_for_worker(deadline - time.monotonic()):
+                return busy()
             start = time.perf_counter()
-            samples = model.generator.generate(request, warn=False)
+            parts: list[list[str]] = [[] for _ in range(request.num_samples)]
+            for pieces in _until(model.generator.stream(request, warn=False), deadline):
+                for part, piece in zip(parts, pieces, strict=True):
+                    part.append(piece)
             elapsed = time.perf_counter() - start
+        except TimedOut:
+            return timed_out()
+        finally:
+            ticket.release()
+        samples = ["".join(part) for part in parts]
         prompt = request.prompt or ""
         return GenerateResult(
             text=samples[0], samples=samples, prompt=prompt, tokens=request.length, elapsed_s=elapsed,
@@ -171,16 +268,24 @@ def create_app(
         "/api/generate/stream",
         summary="Generate one sample as server-sent events",
         description='Events: `prompt` (the start text), then one unnamed event per token with `{"text": ...}`, '
-        'then `done` with `{"tokens", "seconds", "tokens_per_s"}` (or `error` with `{"message"}`).',
+        'then `done` with `{"tokens", "seconds", "tokens_per_s"}` (or `error` with `{"message"}`, e.g. when '
+        "the time limit is reached).",
         response_class=StreamingResponse,
         responses={503: {"description": "Too many requests running or waiting; see Retry-After"}},
     )
     def stream(params: StreamParams) -> Response:
         request = _request(model, params, 1)
-        if not slots.admit():
+        deadline = time.monotonic() + timeout
+        ticket = slots.admit()
+        if ticket is None:
             return busy()
-        return StreamingResponse(_events(model, request, slots), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+        if not ticket.wait_for_worker(deadline - time.monotonic()):
+            ticket.release()
+            return busy()
+        events = _events(model, request, ticket, deadline, timeout)
+        weakref.finalize(events, ticket.release)  # a stream dropped unread still gives its worker back
+        return EventStream(events, media_type="text/event-stream",
+                           headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     @app.get("/config.json", include_in_schema=False)
     def page() -> JSONResponse:
@@ -206,24 +311,41 @@ def _request(model: TextModel, params: StreamParams, num_samples: int) -> Genera
                          num_samples, params.seed)  # fmt: skip
 
 
-def _events(model: TextModel, request: GenerationRequest, slots: GenerationSlots) -> Iterator[str]:
-    """Server-sent events for one sample; holds a worker until the end or until the client goes
-    away (the server then closes this generator, which gives the worker back)."""
+def _until(pieces: Iterator[list[str]], deadline: float) -> Iterator[list[str]]:
+    for piece in pieces:
+        yield piece
+        if time.monotonic() > deadline:
+            raise TimedOut
+
+
+def timeout_message(timeout: float) -> str:
+    return f"generation stopped at the {timeout:g} s limit per request (--timeout): ask for fewer tokens or samples"
+
+
+def _events(
+    model: TextModel, request: GenerationRequest, ticket: Ticket, deadline: float, timeout: float
+) -> Generator[str, None, None]:
+    """Server-sent events for one sample; holds its worker until the end, the time limit, or the
+    client going away (the server then closes this generator, which gives the worker back)."""
 
     def event(data: dict[str, Any], name: str | None = None) -> str:
         return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     start, tokens = time.perf_counter(), 0
-    with slots.running():
-        try:
-            pieces = model.generator.stream(request, warn=False)
-            yield event({"text": next(pieces)[0]}, "prompt")
-            for piece in pieces:
-                tokens += 1
-                yield event({"text": piece[0]})
-        except TextweaverError as e:
-            yield event({"message": str(e)}, "error")
-            return
+    try:
+        pieces = _until(model.generator.stream(request, warn=False), deadline)
+        yield event({"text": next(pieces)[0]}, "prompt")
+        for piece in pieces:
+            tokens += 1
+            yield event({"text": piece[0]})
+    except TextweaverError as e:
+        yield event({"message": str(e)}, "error")
+        return
+    except TimedOut:
+        yield event({"message": timeout_message(timeout)}, "error")
+        return
+    finally:
+        ticket.release()
     seconds = time.perf_counter() - start
     yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
 
@@ -242,6 +364,7 @@ def serve(
     description: str | None = None,
     workers: int = WORKERS,
     queue: int = QUEUE,
+    timeout: float = TIMEOUT_S,
 ) -> None:
     """Load the model and serve the page and the API until Ctrl-C."""
     import uvicorn
@@ -250,7 +373,9 @@ def serve(
         raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
     if workers < 1 or queue < 0:
         raise TextweaverError(f"--workers must be at least 1 and --queue at least 0, got {workers} and {queue}")
-    app = create_app(run_dir, device, title, description, workers, queue)
+    if not timeout > 0:
+        raise TextweaverError(f"--timeout must be a positive number of seconds, got {timeout}")
+    app = create_app(run_dir, device, title, description, workers, queue, timeout)
     _check_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can use the model "

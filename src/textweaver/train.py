@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from textweaver import checkpoint, distributed
 from textweaver.batches import make_batches
-from textweaver.config import DEFAULT_PRESET, TrainConfig
+from textweaver.config import DEFAULT_PRESET, ModelConfig, TrainConfig
 from textweaver.corpus import CorpusOptions, resolve_paths
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
@@ -144,6 +144,7 @@ def _train(
         )
     model_config = saved.model_config if saved else config.model_config(len(data.tokenizer))
     _check_sizes(data, model_config.context, paths)
+    _check_memory(model_config, config.batch_size // ranks.world_size, device)
 
     # ---- model, optimizer, batches
     model = saved.build_model(device) if saved else build_model(model_config).to(device)
@@ -206,6 +207,7 @@ def _train(
         if improved:
             s.best_val_loss = s.val_loss
         s.last_eval_step = s.step
+        save(best=improved)  # first: if the disk is full, the checkpoint is what matters
         if log is not None:
             log.metrics(s.step, s.metrics())
             console.print(
@@ -215,7 +217,6 @@ def _train(
             )
             _write_samples(generator, data, config, s.step, log, console)
         model.train()
-        save(best=improved)
 
     # ---- the loop
     stop = StopFlag()
@@ -331,6 +332,42 @@ def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
         raise TextweaverError(
             f"{names}: too little text for a validation split: give more text or a larger --val-fraction"
         )
+
+
+def _check_memory(cfg: ModelConfig, batch: int, device: torch.device) -> None:
+    """Refuse, before allocating anything, a model or batch that cannot fit in the memory left.
+
+    The estimate counts weights, gradients and the two AdamW moments (16 bytes per parameter) and
+    the activations one training step keeps for the backward pass; it errs low, so it only stops
+    sizes that are certain to fail (e.g. ``--width 100000``) instead of crashing or swapping.
+    """
+    with torch.device("meta"):
+        params = num_parameters(build_model(cfg))
+    tokens = batch * cfg.context
+    per_token = cfg.n_layer * cfg.n_embd * (8 if cfg.kind != "transformer" else 12) + 3 * cfg.vocab_size
+    attention = batch * cfg.n_head * cfg.context**2 * cfg.n_layer if cfg.kind == "transformer" else 0
+    need = 16 * params + 4 * (tokens * per_token + attention)
+    free = _free_memory(device)
+    if free is not None and need > free:
+        raise TextweaverError(
+            f"training this model needs about {need / 2**30:.1f} GiB ({params:,} parameters, batch {batch} x "
+            f"context {cfg.context}) but only {free / 2**30:.1f} GiB is free: choose a smaller --preset, "
+            "--width, --layers, --batch-size or --context"
+        )
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes of memory available to a new allocation on ``device``; None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _write_samples(
