@@ -140,6 +140,10 @@ def test_a_busy_port_or_bad_port_is_a_one_line_error(trained_run: Path) -> None:
             server.serve(trained_run, port=port)
     with pytest.raises(TextweaverError, match="--port must be between 1 and 65535"):
         server.serve(trained_run, port=70000)
+    with pytest.raises(TextweaverError, match="--timeout must be a positive number of seconds"):
+        server.serve(trained_run, port=free_port(), timeout=0)
+    with pytest.raises(TextweaverError, match="--workers must be at least 1"):
+        server.serve(trained_run, port=free_port(), workers=0)
 
 
 def free_port() -> int:
@@ -284,3 +288,10 @@ def test_no_cross_origin_access_is_granted(client: TestClient) -> None:
         client.options("/api/generate", headers={**origin, "Access-Control-Request-Method": "POST"}),
     ):
         assert not any(h.lower().startswith("access-control-") for h in response.headers), response.headers
+
+
+def test_a_prompt_that_is_not_valid_unicode_gets_422(client: TestClient) -> None:
+    body = '{"prompt": "ab\\ud800", "length": 3}'  # JSON may encode a lone surrogate; it is no text
+    for path in ("/api/generate", "/api/generate/stream"):
+        refused = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert refused.status_code == 422 and "--prompt is not valid text" in refused.json()["message"]
