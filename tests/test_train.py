@@ -143,3 +143,34 @@ def test_sigint_saves_a_checkpoint_exits_0_and_prints_the_resume_hint(tmp_path: 
     assert proc.wait(timeout=60) == 0, err
     assert "--resume" in err and "Traceback" not in err
     assert load(out / "last").checkpoint.metrics["step"] > 0
+
+
+def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The budget rule: 3 s buy far more than 12 passes over 7,161 tokens, so dropout 0.2 is chosen
+    (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is left alone."""
+    train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
+    assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "long" / "last" / "config.json").read_text())
+    assert saved["model"]["dropout"] == 0.2 and saved["train"]["dropout"] == 0.2
+    train([SHAKESPEARE], tmp_path / "steps", max_steps=40, **TINY)
+    train([SHAKESPEARE], tmp_path / "chosen", max_time=3, dropout=0.0, **TINY)
+    for run in ("steps", "chosen"):
+        assert json.loads((tmp_path / run / "last" / "config.json").read_text())["model"]["dropout"] == 0.0
+    assert "dropout 0.2" not in capsys.readouterr().err
+
+
+def test_set_dropout_reaches_every_dropout_of_a_built_model() -> None:
+    import torch
+
+    from textweaver.config import ModelConfig
+    from textweaver.models import build_model, set_dropout
+
+    for kind in ("lstm", "transformer"):
+        model = build_model(ModelConfig(kind=kind, vocab_size=10, n_layer=2, n_embd=16, n_head=2, context=8))
+        set_dropout(model, 0.3)
+        assert model.config.dropout == 0.3
+        rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+        rates += [m.dropout for m in model.modules() if hasattr(m, "dropout") and isinstance(m.dropout, float)]
+        assert rates and all(r == 0.3 for r in rates)

@@ -100,8 +100,13 @@ def train(
         ),
     ] = None,
     dropout: Annotated[
-        float, typer.Option(help="Dropout between layers; raise it (0.1-0.3) for long runs on small corpora.")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Dropout between layers, 0-0.9. Default: 0.2 when --max-time buys more than 12 passes over the "
+            "corpus (judged from the run's own speed after 30 steps), else 0.",
+            show_default=False,
+        ),
+    ] = None,
     positional: Annotated[str, typer.Option(help="Transformer positions: rotary or learned.")] = "rotary",
     level: Annotated[
         str, typer.Option(help="Tokens: char (every Unicode character) or word (words, punctuation and spaces).")

@@ -86,6 +86,12 @@ PRESETS: dict[str, dict[str, Preset]] = {
 }
 DEFAULT_PRESET = "small"
 
+# The budget rule, fitted with bench/time_to_quality.py (docs/training.md, "What the defaults pick"):
+# with --max-time and no --dropout, a run whose budget buys more than AUTO_DROPOUT_EPOCHS passes
+# over the corpus (measured from its own speed after AUTO_DROPOUT_AFTER_STEPS steps) trains with
+# dropout AUTO_DROPOUT; shorter runs cannot overfit and train faster without it.
+AUTO_DROPOUT, AUTO_DROPOUT_EPOCHS, AUTO_DROPOUT_AFTER_STEPS = 0.2, 12.0, 30
+
 
 @dataclass
 class TrainConfig:
@@ -96,7 +102,7 @@ class TrainConfig:
     width: int | None = None
     heads: int | None = None
     context: int | None = None  # None: the preset's
-    dropout: float = 0.0
+    dropout: float | None = None  # None: the budget rule (AUTO_DROPOUT) decides once training runs
     positional: str = "rotary"
     # data
     level: str = "char"  # char | word
@@ -185,7 +191,7 @@ class TrainConfig:
         p = self.resolved_preset()
         cfg = ModelConfig(
             kind=self.model, vocab_size=vocab_size, n_layer=p.n_layer, n_embd=p.n_embd,
-            n_head=p.n_head, context=p.context, dropout=self.dropout, positional=self.positional,
+            n_head=p.n_head, context=p.context, dropout=self.dropout or 0.0, positional=self.positional,
         )  # fmt: skip
         cfg.validate()
         return cfg

@@ -28,7 +28,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from textweaver import __version__
 from textweaver.api import TextModel, load
@@ -143,44 +143,6 @@ class TimedOut(Exception):
     """A generation ran past the per-request time limit."""
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``limit`` bytes (413) before reading them whole."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPException(status_code=413, detail=self._message())
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _message(self) -> str:
-        return (
-            f"request body too large: at most {self.limit:,} bytes (the prompt is at most {MAX_PROMPT_CHARS:,} "
-            "characters)"
-        )
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = self._message()
-        await JSONResponse({"message": message, "detail": message}, status_code=413)(scope, receive, send)
-
-
 def create_app(
     run_dir: str | Path,
     device: str = "cpu",
@@ -198,10 +160,10 @@ def create_app(
         title=f"textweaver: {config['title']}",
         description=f"{config['description']}\n\nGenerate text from a textweaver model.",
         version=__version__,
+        max_body_size=MAX_BODY_BYTES,  # larger bodies get 413 before they are read whole
     )
     app.state.model = model
     app.state.slots = slots
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def busy() -> JSONResponse:
         message = f"busy: {slots.capacity} generations are running or waiting; retry in {RETRY_AFTER_S} s"
@@ -213,7 +175,9 @@ def create_app(
         errors = exc.errors()
         where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
         message = "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True))
-        return JSONResponse({"message": message, "detail": jsonable_encoder(errors)}, status_code=422)
+        # the details leave out the input echoed back: it may be what made the request invalid (a lone surrogate)
+        detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in errors]
+        return JSONResponse({"message": message, "detail": jsonable_encoder(detail)}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

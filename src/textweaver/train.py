@@ -31,14 +31,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from textweaver import checkpoint, distributed
 from textweaver.batches import make_batches
-from textweaver.config import DEFAULT_PRESET, ModelConfig, TrainConfig
+from textweaver.config import (
+    AUTO_DROPOUT,
+    AUTO_DROPOUT_AFTER_STEPS,
+    AUTO_DROPOUT_EPOCHS,
+    DEFAULT_PRESET,
+    ModelConfig,
+    TrainConfig,
+)
 from textweaver.corpus import CorpusOptions, resolve_paths
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
 from textweaver.errors import TextweaverError
 from textweaver.evaluate import score
 from textweaver.generate import GenerationRequest, Generator
-from textweaver.models import build_model, detach_state, num_parameters
+from textweaver.models import build_model, detach_state, num_parameters, set_dropout
 from textweaver.run_state import RunState, StopFlag
 from textweaver.runlog import RunLog
 from textweaver.sampling import SamplingOptions
@@ -263,6 +270,9 @@ def _train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             s.after_step(loss_value, x.numel() * ranks.world_size, lr)
+            if config.dropout is None and s.step >= AUTO_DROPOUT_AFTER_STEPS:
+                config.dropout = _budget_dropout(config, s, len(data.train), ranks, console)
+                set_dropout(model, config.dropout)
             s.rnn_state = rnn_state
             bar.update(task, completed=1000 * s.progress(config, len(data.train)),
                        info=f"step {s.step} | loss {s.train_loss:.3f} | {s.tokens_per_s():,.0f} tok/s")  # fmt: skip
@@ -332,6 +342,24 @@ def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
         raise TextweaverError(
             f"{names}: too little text for a validation split: give more text or a larger --val-fraction"
         )
+
+
+def _budget_dropout(
+    config: TrainConfig, s: RunState, train_tokens: int, ranks: distributed.Dist, console: Console
+) -> float:
+    """The budget rule: dropout for a run whose --max-time buys many passes over the corpus."""
+    if config.max_time is None or config.max_steps is not None or config.epochs is not None:
+        return 0.0
+    remaining = max(0.0, config.max_time - s.elapsed())
+    epochs = (s.tokens + s.tokens_per_s() * remaining) / train_tokens
+    (epochs,) = ranks.max([epochs])  # every rank takes the same decision
+    if epochs <= AUTO_DROPOUT_EPOCHS:
+        return 0.0
+    console.print(
+        f"the budget buys ~{epochs:.0f} passes over the corpus: dropout {AUTO_DROPOUT} against overfitting "
+        "(--dropout chooses another)"
+    )
+    return AUTO_DROPOUT
 
 
 def _check_memory(cfg: ModelConfig, batch: int, device: torch.device) -> None:

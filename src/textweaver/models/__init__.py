@@ -18,7 +18,7 @@ from torch import nn
 
 from textweaver.config import ModelConfig
 from textweaver.models.rnn import RNNLanguageModel
-from textweaver.models.transformer import TransformerLanguageModel
+from textweaver.models.transformer import CausalSelfAttention, TransformerLanguageModel
 
 LanguageModel = RNNLanguageModel | TransformerLanguageModel
 
@@ -45,3 +45,15 @@ def detach_state(state: Any) -> Any:
 
 
 __all__ = ["LanguageModel", "build_model", "detach_state", "num_parameters"]
+
+
+def set_dropout(model: LanguageModel, p: float) -> None:
+    """Change the dropout of a built model in place (it holds no weights; the config records it)."""
+    model.config.dropout = p
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(module, nn.RNNBase):
+            module.dropout = p if module.num_layers > 1 else 0.0
+        elif isinstance(module, CausalSelfAttention):  # its dropout_p
+            module.dropout = p
