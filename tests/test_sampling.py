@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from textweaver.errors import TextweaverError
-from textweaver.sampling import SamplingOptions, next_tokens
+from textweaver.sampling import SamplingOptions, draw, next_tokens
 
 N = 4000  # samples per distribution: enough that every allowed token shows up
 
@@ -236,3 +238,21 @@ def test_validate_rejects_bad_options_with_the_flag_name(options: SamplingOption
 )
 def test_validate_accepts_the_boundaries(options: SamplingOptions) -> None:
     options.validate()
+
+
+def test_draw_follows_the_weights_and_never_picks_a_zero_weight() -> None:
+    weights = torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]]).repeat(N // 2, 1)
+    ids = draw(weights, generator())
+    first, second = ids[0::2].numpy(), ids[1::2].numpy()
+    assert set(first) <= {1, 3} and set(second) == {4}
+    assert abs((first == 3).mean() - 0.75) < 0.03  # proportional to the weights (rows need not sum to 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0.0, 1e6), min_size=1, max_size=50).filter(lambda w: sum(w) > 0), st.integers(0, 2**32))
+def test_draw_returns_an_index_of_positive_weight(weights: list[float], seed: int) -> None:
+    t = torch.tensor([weights], dtype=torch.float32)
+    if not t.sum() > 0:  # the weights all round to zero in float32
+        return
+    index = int(draw(t, torch.Generator().manual_seed(seed))[0])
+    assert 0 <= index < len(weights) and weights[index] > 0
