@@ -25,15 +25,19 @@ from textweaver.tokenizer import CharTokenizer
 
 VOCAB = ["<unk>", *"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]
 PROMPT = "ROMEO:\nIs the day so young?\n"
+REPEATS = 3
 
 
 def chars_per_s(generator: Generator, length: int, samples: int) -> float:
     request = GenerationRequest(prompt=PROMPT, length=length, num_samples=samples, seed=0,
                                 sampling=SamplingOptions(temperature=0.8))  # fmt: skip
     generator.generate(GenerationRequest(prompt=PROMPT, length=20, num_samples=samples, seed=0))  # warm-up
-    start = time.perf_counter()
-    generator.generate(request)
-    return length * samples / (time.perf_counter() - start)
+    best = float("inf")
+    for _ in range(REPEATS):  # the best of a few: noise on a shared machine only ever slows a run down
+        start = time.perf_counter()
+        generator.generate(request)
+        best = min(best, time.perf_counter() - start)
+    return length * samples / best
 
 
 def naive_chars_per_s(generator: Generator, length: int) -> float:
@@ -72,7 +76,14 @@ def main() -> None:
         trained = load(args.run)
         rows.append(measure(f"trained: {args.run}", trained.generator, num_parameters(trained.model), args.length))
     columns = ["model", "params", "chars_per_s_1", "chars_per_s_64", "naive_chars_per_s_1", "speedup_vs_naive"]
-    print(write("generation", rows, columns, "chars/s on the CPU; naive = whole window re-run per character."))
+    print(
+        write(
+            "generation",
+            rows,
+            columns,
+            "chars/s on the CPU, best of 3 runs; naive = whole window re-run per character (one run).",
+        )
+    )
 
 
 if __name__ == "__main__":
