@@ -293,4 +293,4 @@ def test_a_500_mb_single_line_corpus_trains_in_bounded_memory(tmp_path: Path) ->
     so it peaks where a 50 MB one does."""
     small, large = _train_peak_rss_mib(tmp_path, 50), _train_peak_rss_mib(tmp_path, 500)
     assert large < 1024, f"peak RSS {large:.0f} MiB for a 500 MiB corpus"
-    assert large - small < 64, f"peak RSS grew from {small:.0f} MiB (50 MB corpus) to {large:.0f} MiB (500 MB)"
+    assert large - small < 128, f"peak RSS grew from {small:.0f} MiB (50 MB corpus) to {large:.0f} MiB (500 MB)"

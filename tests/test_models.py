@@ -36,6 +36,20 @@ def test_step_by_step_logits_equal_the_full_forward_pass(kind: str) -> None:
     assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_generation_steps_with_the_folded_embedding_equal_the_full_forward_pass(kind: str) -> None:
+    """The generator's path: per-layer cells updated in place, the embedding folded into layer 0."""
+    model = small(kind, vocab=12)  # 12 tokens, width 32: folding pays
+    x = torch.randint(0, 12, (3, 40))
+    full, _ = model(x)
+    folded = model.fold_input()
+    assert folded is not None and small(kind, vocab=50).fold_input() is None
+    cells = [list(torch.zeros(2, 3, 32).unbind(0)) for _ in range(2 if kind == "lstm" else 1)]
+    with torch.inference_mode():
+        steps = [model.step_cells(x[:, t], cells, folded) for t in range(x.shape[1])]
+    assert torch.allclose(torch.stack(steps, dim=1), full, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_prefill_then_continue_equals_the_full_forward_pass(kind: str) -> None:
     model = small(kind)

@@ -13,6 +13,7 @@ from torch import nn
 from textweaver.config import ModelConfig
 
 RNNState = tuple[torch.Tensor, ...]
+FoldedInput = tuple[torch.Tensor, torch.Tensor]  # one-hot table (V, V), first layer's input weights (G*C, V)
 
 
 class RNNLanguageModel(nn.Module):
@@ -50,22 +51,45 @@ class RNNLanguageModel(nn.Module):
         logits = self.step_cells(token, cells)
         return logits, tuple(torch.stack(c) for c in cells)
 
-    def step_cells(self, token: torch.Tensor, cells: list[list[torch.Tensor]]) -> torch.Tensor:
+    def step_cells(
+        self, token: torch.Tensor, cells: list[list[torch.Tensor]], folded: FoldedInput | None = None
+    ) -> torch.Tensor:
         """:meth:`step` for generation loops: ``cells`` is ``[h per layer]`` (GRU) or ``[h per layer,
         c per layer]`` (LSTM), updated in place; no stacking, no module-call or autograd overhead
-        (call it under ``torch.inference_mode()``).
+        (call it under ``torch.inference_mode()``). ``folded`` is :meth:`fold_input`'s result.
 
         Runs the layers as single cells: for one time step this is ~15x faster on the CPU than
         ``nn.LSTM``, whose oneDNN kernel has a large fixed cost per call (it wins for training).
         """
-        x = F.embedding(token, self.embed.weight)  # (B, C)
+        weights: list[list[torch.Tensor]] = [list(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh
+        if folded is not None:
+            x = F.embedding(token, folded[0])  # (B, V) one-hot rows
+            weights = [[folded[1], *weights[0][1:]], *weights[1:]]
+        else:
+            x = F.embedding(token, self.embed.weight)  # (B, C)
         hs = cells[0]
         if self.config.kind == "lstm":
             cs = cells[1]
-            for layer, weights in enumerate(self.rnn.all_weights):  # per layer: w_ih, w_hh, b_ih, b_hh
-                x, cs[layer] = torch.lstm_cell(x, (hs[layer], cs[layer]), *weights)
+            for layer, w in enumerate(weights):
+                x, cs[layer] = torch.lstm_cell(x, (hs[layer], cs[layer]), *w)
                 hs[layer] = x
         else:
-            for layer, weights in enumerate(self.rnn.all_weights):
-                x = hs[layer] = torch.gru_cell(x, hs[layer], *weights)
+            for layer, w in enumerate(weights):
+                x = hs[layer] = torch.gru_cell(x, hs[layer], *w)
         return F.linear(x, self.head.weight, self.head.bias)
+
+    @torch.no_grad()
+    def fold_input(self) -> FoldedInput | None:
+        """The embedding folded into the first layer's input weights, for a small vocabulary.
+
+        ``embed(token) @ w_ih.T`` equals ``one_hot(token) @ (w_ih @ embed.T).T``: with fewer tokens
+        than the width, the folded product reads a smaller matrix (65 x 1,024 instead of 256 x 1,024
+        for the default model), which makes a 64-sample step ~1.2x faster. Returns the one-hot table
+        and the folded weights, or None when the vocabulary is too large for it to pay. Compute it
+        afresh whenever the weights may have changed.
+        """
+        vocab = self.config.vocab_size
+        if vocab * 2 > self.config.n_embd:
+            return None
+        w_ih = self.rnn.all_weights[0][0]
+        return torch.eye(vocab, dtype=w_ih.dtype, device=w_ih.device), w_ih @ self.embed.weight.T
