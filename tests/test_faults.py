@@ -81,18 +81,19 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_sigterm_saves_and_exits_cleanly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_and_sigterm_save_a_checkpoint_exit_0_and_print_the_resume_hint(tmp_path: Path, sig: int) -> None:
     out = tmp_path / "run"
     proc = start(out, "--max-time", "5m")
     assert proc.stderr is not None
-    for line in proc.stderr:
+    for line in proc.stderr:  # wait until training has started
         if "parameters" in line:
             break
     time.sleep(1.0)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0, err
-    assert "checkpoint saved" in err and "--resume" in err
+    assert "checkpoint saved" in err and "--resume" in err and "Traceback" not in err
     assert steps_in(out) > 0
 
 

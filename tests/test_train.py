@@ -4,11 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -125,24 +120,6 @@ def test_corpus_shorter_than_the_context_is_refused(tmp_path: Path) -> None:
     short.write_text("just a few words here\n" * 3)
     with pytest.raises(TextweaverError, match="fewer than the context of 256"):
         train([short], tmp_path / "r", context=256, max_steps=5, **TINY)
-
-
-@pytest.mark.slow
-def test_sigint_saves_a_checkpoint_exits_0_and_prints_the_resume_hint(tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    cmd = [sys.executable, "-m", "textweaver", "train", str(SHAKESPEARE), "--out", str(out), "--preset", "tiny",
-           "--max-time", "5m", "--no-tensorboard", "--eval-every", "100000", "--sample-length", "10"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stderr is not None
-    for line in proc.stderr:  # wait until training has started
-        if "parameters" in line:
-            break
-    time.sleep(2)
-    proc.send_signal(signal.SIGINT)
-    err = proc.stderr.read()
-    assert proc.wait(timeout=60) == 0, err
-    assert "--resume" in err and "Traceback" not in err
-    assert load(out / "last").checkpoint.metrics["step"] > 0
 
 
 def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(

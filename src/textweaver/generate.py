@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,11 +107,7 @@ class Generator:
 
     def generate(self, request: GenerationRequest, warn: bool = True) -> list[str]:
         """Full texts (prompt + continuation), one per sample."""
-        parts: list[list[str]] = [[] for _ in range(request.num_samples)]
-        for pieces in self.stream(request, warn):
-            for part, piece in zip(parts, pieces, strict=True):
-                part.append(piece)
-        return ["".join(part) for part in parts]
+        return join_samples(self.stream(request, warn), request.num_samples)
 
     @torch.inference_mode()
     def _token_steps(
@@ -190,6 +186,15 @@ class Generator:
                 logits, _ = self.model(window)
                 ids.append(int(next_tokens(logits[:, -1], sampling, gen)[0]))
         return self.tokenizer.decode(ids)
+
+
+def join_samples(steps: Iterable[list[str]], num_samples: int) -> list[str]:
+    """The full text of every sample from :meth:`Generator.stream`'s per-step pieces."""
+    parts: list[list[str]] = [[] for _ in range(num_samples)]
+    for pieces in steps:
+        for part, piece in zip(parts, pieces, strict=True):
+            part.append(piece)
+    return ["".join(part) for part in parts]
 
 
 class _StopWatch:

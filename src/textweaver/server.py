@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from textweaver import __version__
 from textweaver.api import TextModel, load
 from textweaver.errors import TextweaverError
 from textweaver.export import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
-from textweaver.generate import GenerationRequest, describe
+from textweaver.generate import GenerationRequest, describe, join_samples
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_PROMPT_CHARS = 2000
@@ -98,6 +98,15 @@ class GenerationSlots:
                 return None
             self.admitted += 1
             return Ticket(self)
+
+    def take_worker(self, deadline: float) -> Ticket | None:
+        """Admit a request and wait for a worker until ``deadline`` (``time.monotonic()``); None if
+        the queue is full or no worker came free in time (nothing is held then)."""
+        ticket = self.admit()
+        if ticket is not None and not ticket.wait_for_worker(deadline - time.monotonic()):
+            ticket.release()
+            return None
+        return ticket
 
 
 class Ticket:
@@ -167,8 +176,7 @@ def create_app(
 
     def busy() -> JSONResponse:
         message = f"busy: {slots.capacity} generations are running or waiting; retry in {RETRY_AFTER_S} s"
-        return JSONResponse({"message": message, "detail": message}, status_code=503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})  # fmt: skip
+        return _error(message, 503, {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -181,16 +189,11 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"message": str(exc.detail), "detail": exc.detail}, status_code=exc.status_code,
-                            headers=exc.headers)  # fmt: skip
-
-    def timed_out() -> JSONResponse:
-        message = timeout_message(timeout)
-        return JSONResponse({"message": message, "detail": message}, status_code=504)
+        return _error(str(exc.detail), exc.status_code, exc.headers)
 
     @app.exception_handler(TextweaverError)
     async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
-        return JSONResponse({"message": str(exc), "detail": str(exc)}, status_code=422)
+        return _error(str(exc), 422)
 
     @app.get("/api/info", summary="The model card: corpus, size, metrics")
     def info() -> dict[str, Any]:
@@ -205,23 +208,17 @@ def create_app(
     def generate(params: GenerateParams) -> GenerateResult | JSONResponse:
         request = _request(model, params, params.num_samples)
         deadline = time.monotonic() + timeout
-        ticket = slots.admit()
+        ticket = slots.take_worker(deadline)
         if ticket is None:
             return busy()
         try:
-            if not ticket.wait_for_worker(deadline - time.monotonic()):
-                return busy()
             start = time.perf_counter()
-            parts: list[list[str]] = [[] for _ in range(request.num_samples)]
-            for pieces in _until(model.generator.stream(request, warn=False), deadline):
-                for part, piece in zip(parts, pieces, strict=True):
-                    part.append(piece)
+            samples = join_samples(_until(model.generator.stream(request, warn=False), deadline), request.num_samples)
             elapsed = time.perf_counter() - start
         except TimedOut:
-            return timed_out()
+            return _error(timeout_message(timeout), 504)
         finally:
             ticket.release()
-        samples = ["".join(part) for part in parts]
         prompt = request.prompt or ""
         return GenerateResult(
             text=samples[0], samples=samples, prompt=prompt, tokens=request.length, elapsed_s=elapsed,
@@ -240,11 +237,8 @@ def create_app(
     def stream(params: StreamParams) -> Response:
         request = _request(model, params, 1)
         deadline = time.monotonic() + timeout
-        ticket = slots.admit()
+        ticket = slots.take_worker(deadline)
         if ticket is None:
-            return busy()
-        if not ticket.wait_for_worker(deadline - time.monotonic()):
-            ticket.release()
             return busy()
         events = _events(model, request, ticket, deadline, timeout)
         weakref.finalize(events, ticket.release)  # a stream dropped unread still gives its worker back
@@ -312,6 +306,11 @@ def _events(
         ticket.release()
     seconds = time.perf_counter() - start
     yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
+
+
+def _error(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error response: a one-line ``message`` (and the same as FastAPI's usual ``detail``)."""
+    return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
 
 
 def _ui_file(name: str) -> FileResponse:
