@@ -42,8 +42,10 @@ def test_generation_steps_with_the_folded_embedding_equal_the_full_forward_pass(
     model = small(kind, vocab=12)  # 12 tokens, width 32: folding pays
     x = torch.randint(0, 12, (3, 40))
     full, _ = model(x)
-    folded = model.fold_input()
-    assert folded is not None and small(kind, vocab=50).fold_input() is None
+    folded = model.cell_weights(fold=True)
+    assert folded[0].shape == (12, 12)  # one-hot rows: folded
+    wide = small(kind, vocab=50)
+    assert wide.cell_weights(fold=True)[0] is wide.embed.weight  # 50 tokens, width 32: not folded
     cells = [list(torch.zeros(2, 3, 32).unbind(0)) for _ in range(2 if kind == "lstm" else 1)]
     with torch.inference_mode():
         steps = [model.step_cells(x[:, t], cells, folded) for t in range(x.shape[1])]

@@ -120,11 +120,11 @@ class Generator:
         window = request.sampling.repetition_window if request.sampling.repetition_penalty != 1.0 else 0
         logits, state, cached = self._read_prompt(prompt_ids.to(self.device), B)
         if isinstance(model, RNNLanguageModel) and not window:  # the common case, in the fewest operations per token
-            cells, folded = [list(t.unbind(0)) for t in state], model.fold_input()
+            cells, weights = [list(t.unbind(0)) for t in state], model.cell_weights(fold=True)
             for _ in range(n):
                 token = next_tokens(logits, request.sampling, gen)
                 yield token.tolist()
-                logits = model.step_cells(token, cells, folded)
+                logits = model.step_cells(token, cells, weights)
             return
         # only the last `span` tokens can matter from here on (the transformer's window, the repetition
         # window), so the history is a buffer of span + HISTORY_SLACK that moves its tail to the front when full

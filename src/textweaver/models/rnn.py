@@ -13,7 +13,8 @@ from torch import nn
 from textweaver.config import ModelConfig
 
 RNNState = tuple[torch.Tensor, ...]
-FoldedInput = tuple[torch.Tensor, torch.Tensor]  # one-hot table (V, V), first layer's input weights (G*C, V)
+# the input table (embedding (V, C), or one-hot rows (V, V) when folded) and per layer w_ih, w_hh, b_ih, b_hh
+CellWeights = tuple[torch.Tensor, list[list[torch.Tensor]]]
 
 
 class RNNLanguageModel(nn.Module):
@@ -48,48 +49,45 @@ class RNNLanguageModel(nn.Module):
             zeros = self.embed.weight.new_zeros(layers, batch, self.config.n_embd)
             state = (zeros, zeros) if self.config.kind == "lstm" else (zeros,)
         cells = [list(t.unbind(0)) for t in state]
-        logits = self.step_cells(token, cells)
+        logits = self.step_cells(token, cells, self.cell_weights())
         return logits, tuple(torch.stack(c) for c in cells)
 
-    def step_cells(
-        self, token: torch.Tensor, cells: list[list[torch.Tensor]], folded: FoldedInput | None = None
-    ) -> torch.Tensor:
+    def step_cells(self, token: torch.Tensor, cells: list[list[torch.Tensor]], weights: CellWeights) -> torch.Tensor:
         """:meth:`step` for generation loops: ``cells`` is ``[h per layer]`` (GRU) or ``[h per layer,
-        c per layer]`` (LSTM), updated in place; no stacking, no module-call or autograd overhead
-        (call it under ``torch.inference_mode()``). ``folded`` is :meth:`fold_input`'s result.
+        c per layer]`` (LSTM), updated in place; ``weights`` come from :meth:`cell_weights`, taken
+        once per generation. No stacking, no module-call or autograd overhead (call it under
+        ``torch.inference_mode()``).
 
         Runs the layers as single cells: for one time step this is ~15x faster on the CPU than
         ``nn.LSTM``, whose oneDNN kernel has a large fixed cost per call (it wins for training).
         """
-        weights: list[list[torch.Tensor]] = [list(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh
-        if folded is not None:
-            x = F.embedding(token, folded[0])  # (B, V) one-hot rows
-            weights = [[folded[1], *weights[0][1:]], *weights[1:]]
-        else:
-            x = F.embedding(token, self.embed.weight)  # (B, C)
+        table, layers = weights
+        x = F.embedding(token, table)  # (B, C), or one-hot rows (B, V) when folded
         hs = cells[0]
         if self.config.kind == "lstm":
             cs = cells[1]
-            for layer, w in enumerate(weights):
+            for layer, w in enumerate(layers):
                 x, cs[layer] = torch.lstm_cell(x, (hs[layer], cs[layer]), *w)
                 hs[layer] = x
         else:
-            for layer, w in enumerate(weights):
+            for layer, w in enumerate(layers):
                 x = hs[layer] = torch.gru_cell(x, hs[layer], *w)
         return F.linear(x, self.head.weight, self.head.bias)
 
     @torch.no_grad()
-    def fold_input(self) -> FoldedInput | None:
-        """The embedding folded into the first layer's input weights, for a small vocabulary.
+    def cell_weights(self, fold: bool = False) -> CellWeights:
+        """The input table and per-layer cell weights :meth:`step_cells` runs with.
 
-        ``embed(token) @ w_ih.T`` equals ``one_hot(token) @ (w_ih @ embed.T).T``: with fewer tokens
-        than the width, the folded product reads a smaller matrix (65 x 1,024 instead of 256 x 1,024
-        for the default model), which makes a 64-sample step ~1.2x faster. Returns the one-hot table
-        and the folded weights, or None when the vocabulary is too large for it to pay. Compute it
-        afresh whenever the weights may have changed.
+        With ``fold``, a small vocabulary's embedding is folded into the first layer's input weights:
+        ``embed(token) @ w_ih.T`` equals ``one_hot(token) @ (w_ih @ embed.T).T``, and with fewer tokens
+        than the width the folded product reads a smaller matrix (65 x 1,024 instead of 256 x 1,024
+        for the default model), which makes a 64-sample step ~1.2x faster. It is skipped when the
+        vocabulary is too large for it to pay. Take the weights afresh whenever they may have changed.
         """
+        layers: list[list[torch.Tensor]] = [list(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh
         vocab = self.config.vocab_size
-        if vocab * 2 > self.config.n_embd:
-            return None
-        w_ih = self.rnn.all_weights[0][0]
-        return torch.eye(vocab, dtype=w_ih.dtype, device=w_ih.device), w_ih @ self.embed.weight.T
+        if not fold or vocab * 2 > self.config.n_embd:
+            return self.embed.weight, layers
+        w_ih = layers[0][0]
+        layers[0][0] = w_ih @ self.embed.weight.T
+        return torch.eye(vocab, dtype=w_ih.dtype, device=w_ih.device), layers
