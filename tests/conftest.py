@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,21 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train([SHAKESPEARE], out, model="transformer", max_steps=60, **TINY)
     return out
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the CLI in-process: exit status, stdout, stderr."""
+    from textweaver.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def one_line_error(code: int, out: str, err: str, message: str) -> None:
+    """The CLI's refusal: exit 2, nothing on stdout, one `textweaver: error:` line matching ``message``."""
+    assert code == 2, err
+    assert out == "" and err.count("\n") == 1 and err.startswith("textweaver: error: "), err
+    assert "Traceback" not in err
+    assert re.search(message, err), err

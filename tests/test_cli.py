@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -13,16 +12,9 @@ from pathlib import Path
 import pytest
 import typer
 
-from textweaver.cli import app, main
+from textweaver.cli import app
 
-from conftest import SHAKESPEARE
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
+from conftest import SHAKESPEARE, one_line_error, run_cli
 
 
 def textweaver(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,9 +121,7 @@ def test_bad_corpora_fail_with_one_line_and_leave_no_checkpoint(
     code, stdout, err = run_cli(
         ["train", str(corpus), "--out", str(out), "--max-steps", "5", "--no-tensorboard"], capsys
     )
-    assert code == 2 and stdout == ""
-    assert err.count("\n") == 1 and err.startswith("textweaver: error: ")
-    assert re.search(message, err), err
+    one_line_error(code, stdout, err, message)
     assert not (out / "last").exists() and not (out / "best").exists()
     assert not list(out.glob(".*tmp*")) if out.exists() else True
 
@@ -174,7 +164,4 @@ def test_bad_input_gets_one_line_and_exit_status_2(
         shutil.copytree(trained_run, copy)
         damage(copy)
     values = {"tmp": tmp_path, "run": trained_run, "corpus": SHAKESPEARE, "corrupt": corrupt, "newer": newer}
-    code, out, err = run_cli([a.format(**values) for a in args], capsys)
-    assert code == 2, err
-    assert out == "" and err.count("\n") == 1 and err.startswith("textweaver: error: ")
-    assert re.search(message, err), err
+    one_line_error(*run_cli([a.format(**values) for a in args], capsys), message)

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from textweaver import checkpoint
-from textweaver.cli import main
 from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.export import (
@@ -31,7 +30,7 @@ from textweaver.models import build_model
 from textweaver.sampling import SamplingOptions, probabilities
 from textweaver.tokenizer import CharTokenizer, WordTokenizer
 
-from conftest import SHAKESPEARE, XIYOUJI
+from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
 # URLs that occur in shipped text files without ever being requested: a console warning's link.
 HARMLESS_URLS = {"https://web.dev/cross-origin-isolation-guide/"}
@@ -174,25 +173,20 @@ def test_export_replaces_an_earlier_export_but_never_other_files(runs: dict[str,
 def test_bad_export_options_get_one_line(
     args: list[str], message: str, runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(runs["lstm"]), "--out", str(tmp_path / "x"), *args])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and err.count("\n") == 1 and re.search(message, err), err
+    one_line_error(*run_cli(["export", str(runs["lstm"]), "--out", str(tmp_path / "x"), *args], capsys), message)
 
 
 def test_export_of_a_folder_that_is_no_run_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(tmp_path), "--out", str(tmp_path / "x"), "--format", "web"])
-    assert exit_info.value.code == 2 and "not a textweaver checkpoint" in capsys.readouterr().err
+    code, _, err = run_cli(["export", str(tmp_path), "--out", str(tmp_path / "x"), "--format", "web"], capsys)
+    assert code == 2 and "not a textweaver checkpoint" in err
 
 
 def test_cli_export_lists_the_files_and_how_to_serve_them(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", str(runs["lstm"]), "-o", str(tmp_path / "site"), "--format", "web", "--title", "Bard"])
-    out = capsys.readouterr().out
-    assert exit_info.value.code == 0 and "model.onnx" in out and "python -m http.server -d" in out
+    code, out, _ = run_cli(["export", str(runs["lstm"]), "-o", str(tmp_path / "site"), "--format", "web", "--title",
+                            "Bard"], capsys)  # fmt: skip
+    assert code == 0 and "model.onnx" in out and "python -m http.server -d" in out
     assert json.loads((tmp_path / "site" / "config.json").read_text())["title"] == "Bard"
 
 

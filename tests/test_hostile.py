@@ -7,7 +7,6 @@ checkpoints (test_checkpoint.py, test_cli.py), the tokenizer round trip (test_to
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textweaver import load, train
-from textweaver.cli import main
 from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.generate import MAX_SAMPLES, GenerationRequest, Generator
@@ -26,27 +24,13 @@ from textweaver.models import build_model
 from textweaver.sampling import SamplingOptions
 from textweaver.tokenizer import CharTokenizer
 
-from conftest import SHAKESPEARE, TINY
+from conftest import SHAKESPEARE, TINY, one_line_error, run_cli
 
 MIXED = (
     "孙悟空道：“师父，前面有山。”👩‍👩‍👧 🇯🇵 👍🏽\n"  # CJK, ZWJ family, flag, skin tone
     "שלום עולם, مرحبا بالعالم!\n"  # right-to-left Hebrew and Arabic
     "e\u0301 a\u0308 n\u0303 Z\u0351\u0352\u0353 ﬁ ① ﻿x\n"  # combining marks, ligature, circled digit, inner BOM
 )
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
-
-
-def one_line_error(code: int, out: str, err: str, message: str) -> None:
-    assert code == 2, err
-    assert out == "" and err.count("\n") == 1 and err.startswith("textweaver: error: "), err
-    assert "Traceback" not in err
-    assert re.search(message, err), err
 
 
 # ---- corpora

@@ -6,7 +6,8 @@ import pytest
 
 from textweaver import TextweaverError, load
 from textweaver.checkpoint import builtin_model_dir
-from textweaver.cli import main
+
+from conftest import run_cli
 
 
 def test_the_builtin_model_is_small_and_well_trained() -> None:
@@ -19,10 +20,9 @@ def test_the_builtin_model_is_small_and_well_trained() -> None:
 
 
 def test_it_generates_shakespeare_like_text(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["generate", "builtin:shakespeare", "--prompt", "ROMEO:", "--length", "300", "--seed", "1"])
-    out = capsys.readouterr().out
-    assert exit_info.value.code == 0
+    code, out, _ = run_cli(["generate", "builtin:shakespeare", "--prompt", "ROMEO:", "--length", "300", "--seed", "1"],
+                           capsys)  # fmt: skip
+    assert code == 0
     assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 300 + 1
     words = out.split()
     assert sum(w.strip(".,:;!?'").lower() in {"the", "and", "to", "i", "of", "my", "you", "a"} for w in words) >= 5
