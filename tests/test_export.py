@@ -41,18 +41,20 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # one-token steps of tiny models: a second thread only adds waiting
 
 
-def make_run(root: Path, kind: str, positional: str = "rotary", width: int = 32) -> Path:
+def make_run(
+    root: Path, kind: str, positional: str = "rotary", width: int = 32, cutoffs: list[int] | None = None
+) -> Path:
     """A checkpoint with random weights, scaled so logits spread over several units."""
     text = SHAKESPEARE.read_text(encoding="utf-8")
     tokenizer = CharTokenizer(["<unk>", *sorted(set(text))])
     config = ModelConfig(kind=kind, vocab_size=len(tokenizer), n_layer=2, n_embd=width, n_head=4, context=32,
-                         positional=positional)  # fmt: skip
+                         positional=positional, cutoffs=cutoffs or [])  # fmt: skip
     torch.manual_seed(0)
     model = build_model(config)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0 if kind == "transformer" else 4.0)
-    run = root / f"{kind}-{positional}-{width}"
+    run = root / f"{kind}-{positional}-{width}-{len(cutoffs or [])}"
     checkpoint.save(run / "best", model, config, tokenizer, ["First Citizen:", "Before we proceed any further,"],
                     train_config={"preset": "test"}, metrics={"val_bpc": 3.1},
                     corpus={"files": [{"path": str(SHAKESPEARE)}], "train_chars": len(text)})  # fmt: skip
@@ -68,11 +70,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "transformer": make_run(root, "transformer"),
         "transformer-learned": make_run(root, "transformer", positional="learned"),
         "lstm-wide": make_run(root, "lstm", width=64),  # big enough that most weights get quantized
+        "lstm-adaptive": make_run(root, "lstm", cutoffs=[16, 40]),  # the head chosen for large vocabularies
     }
 
 
 @pytest.mark.parametrize(("kind", "steps"), [("lstm", 200), ("gru", 200), ("transformer", 200),
-                                             ("transformer-learned", 80)])  # fmt: skip
+                                             ("transformer-learned", 80), ("lstm-adaptive", 200)])  # fmt: skip
 def test_onnx_logits_equal_pytorch_over_a_rollout(kind: str, steps: int, runs: dict[str, Path], tmp_path: Path) -> None:
     """Within 1e-4 at every step; the transformer (context 32) slides its window every 8 tokens."""
     result = export(runs[kind], tmp_path / "onnx")

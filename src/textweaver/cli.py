@@ -72,7 +72,15 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run directory for checkpoints, logs and samples.", show_default=False)
     ],
-    model: Annotated[str, typer.Option(help=f"Model type: {', '.join(MODEL_KINDS)}.")] = DEFAULT_MODEL,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Model type: {', '.join(MODEL_KINDS)}. Default: with no model option at all, the model, its size, "
+            "context, batch, learning rate and precision are chosen from the corpus, the budget and this machine's "
+            f"measured speed (printed as 'auto:'); with size options alone, {DEFAULT_MODEL}.",
+            show_default=False,
+        ),
+    ] = None,
     preset: Annotated[
         str | None,
         typer.Option(
@@ -95,7 +103,7 @@ def train(
         int | None,
         typer.Option(
             help="Tokens per training window: the transformer's attention span, the RNN's BPTT length. "
-            "Default: the preset's.",
+            "Default: chosen automatically, else the preset's.",
             show_default=False,
         ),
     ] = None,
@@ -139,14 +147,23 @@ def train(
     ] = "strict",
     glob: Annotated[str, typer.Option(help="Which files to take from a folder.")] = "*.txt",
     batch_size: Annotated[
-        int | None, typer.Option(help="Windows per step. Default: the preset's.", show_default=False)
+        int | None,
+        typer.Option(help="Windows per step. Default: chosen automatically, else the preset's.", show_default=False),
     ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Peak learning rate (AdamW). Default: the preset's.", show_default=False)
+        float | None,
+        typer.Option(
+            help="Peak learning rate (AdamW). Default: chosen automatically, else the preset's.", show_default=False
+        ),
     ] = None,
     warmup_steps: Annotated[
-        int, typer.Option(help="Steps of linear learning-rate warmup before the cosine decay.")
-    ] = 100,
+        int | None,
+        typer.Option(
+            help="Steps of linear learning-rate warmup before the cosine decay. Default: 5% of the expected steps "
+            "(10-100) when chosen automatically, else 100.",
+            show_default=False,
+        ),
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
     grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this (0: off).")] = 1.0,
     max_time: Annotated[
@@ -177,6 +194,13 @@ def train(
     compile: Annotated[
         bool, typer.Option("--compile", help="Compile the model with torch.compile (slower start, may train faster).")
     ] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast when it measures at least 1.15x faster here), fp32 or bf16. Weights and "
+            "checkpoints stay float32 either way."
+        ),
+    ] = "auto",
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)
     ] = None,
@@ -205,7 +229,7 @@ def train(
         max_time=parse_duration(max_time) if max_time is not None else None, max_steps=max_steps, epochs=epochs,
         patience=patience, eval_every=eval_every, eval_tokens=eval_tokens, sample_length=sample_length,
         checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
-        compile=compile, threads=threads, tensorboard=tensorboard,
+        compile=compile, precision=precision, threads=threads, tensorboard=tensorboard,
     )  # fmt: skip
     run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty())
 

@@ -7,6 +7,7 @@ enough to generate, evaluate, resume or export.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from textweaver.tokenizer import check_normalize_form
 MODEL_KINDS = ("lstm", "gru", "transformer")
 DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
 LEVELS = ("char", "word")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass
@@ -31,6 +33,7 @@ class ModelConfig:
     dropout: float = 0.0  # between layers; 0 suits short CPU budgets that cannot overfit
     positional: str = "rotary"  # transformer: rotary | learned
     tie_weights: bool = True  # share embedding and output matrix: fewer parameters, same loss
+    cutoffs: list[int] = field(default_factory=list)  # RNN: adaptive-softmax clusters start at these ids; [] = full
 
     def validate(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -49,6 +52,13 @@ class ModelConfig:
                 raise TextweaverError(f"unknown positional encoding {self.positional!r}: use rotary or learned")
         if not 0.0 <= self.dropout < 1.0:
             raise TextweaverError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.cutoffs:
+            bounds = [0, *self.cutoffs, self.vocab_size]
+            if self.kind == "transformer" or any(a >= b for a, b in itertools.pairwise(bounds)):
+                raise TextweaverError(
+                    f"adaptive-softmax cutoffs {self.cutoffs} need an RNN and must rise strictly inside the "
+                    f"vocabulary of {self.vocab_size}"
+                )
 
 
 @dataclass(frozen=True)
@@ -96,14 +106,15 @@ AUTO_DROPOUT, AUTO_DROPOUT_EPOCHS, AUTO_DROPOUT_AFTER_STEPS = 0.2, 12.0, 30
 @dataclass
 class TrainConfig:
     # model
-    model: str = DEFAULT_MODEL  # lstm | gru | transformer
-    preset: str | None = None  # named size; None with no explicit sizes means DEFAULT_PRESET
+    model: str | None = None  # lstm | gru | transformer; None with no size options: autoconfig.py chooses
+    preset: str | None = None  # named size; None with explicit sizes or --model alone means DEFAULT_PRESET
     layers: int | None = None  # explicit size instead of a preset
     width: int | None = None
     heads: int | None = None
     context: int | None = None  # None: the preset's
     dropout: float | None = None  # None: the budget rule (AUTO_DROPOUT) decides once training runs
     positional: str = "rotary"
+    cutoffs: list[int] | None = None  # RNN adaptive-softmax boundaries; None: the recipe's, [] = full softmax
     # data
     level: str = "char"  # char | word
     vocab_size: int | None = None  # word level: keep this many most frequent tokens (default 10000)
@@ -117,7 +128,7 @@ class TrainConfig:
     batch_size: int | None = None  # None: the preset's
     lr: float | None = None  # peak learning rate; None: the preset's
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: the recipe's (5% of the expected steps, at most 100)
     weight_decay: float = 0.1  # AdamW, on matrices only
     grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
     # stopping
@@ -135,12 +146,13 @@ class TrainConfig:
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
     compile: bool = False
+    precision: str = "auto"  # auto: bf16 autocast where it measures faster (weights stay float32) | fp32 | bf16
     threads: int | None = None
     tensorboard: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def validate(self) -> None:
-        if self.model not in MODEL_KINDS:
+        if self.model is not None and self.model not in MODEL_KINDS:
             raise TextweaverError(f"unknown --model {self.model!r}: use one of {', '.join(MODEL_KINDS)}")
         if self.level not in LEVELS:
             raise TextweaverError(f"unknown --level {self.level!r}: use char or word")
@@ -149,10 +161,11 @@ class TrainConfig:
             raise TextweaverError(
                 f"--preset {self.preset} and --{explicit[0]} were both given: use a preset or explicit sizes, not both"
             )
-        if self.preset is not None and self.preset not in PRESETS[self.model]:
-            raise TextweaverError(
-                f"unknown --preset {self.preset!r} for {self.model}: use one of {', '.join(PRESETS[self.model])}"
-            )
+        kind = self.model or DEFAULT_MODEL
+        if self.preset is not None and self.preset not in PRESETS[kind]:
+            raise TextweaverError(f"unknown --preset {self.preset!r} for {kind}: use one of {', '.join(PRESETS[kind])}")
+        if self.precision not in PRECISIONS:
+            raise TextweaverError(f"unknown --precision {self.precision!r}: use {', '.join(PRECISIONS)}")
         if not 0.0 < self.val_fraction < 1.0:
             raise TextweaverError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.normalize is not None:
@@ -169,14 +182,21 @@ class TrainConfig:
         for name, value in positive.items():
             if value is not None and value <= 0:
                 raise TextweaverError(f"--{name.replace('_', '-')} must be positive, got {value}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise TextweaverError(f"--warmup-steps must be 0 or more, got {self.warmup_steps}")
         if self.context is not None and self.context < 2:
             raise TextweaverError("--context must be at least 2")
         cores = os.cpu_count() or 1
         if self.threads is not None and self.threads > cores:
             raise TextweaverError(f"--threads must be between 1 and {cores} (the CPU cores here), got {self.threads}")
 
+    @property
+    def automatic(self) -> bool:
+        """No model option was given: the recipe of ``autoconfig.py`` chooses the model and its training."""
+        return self.model is None and self.preset is None and not (self.layers or self.width or self.heads)
+
     def resolved_preset(self) -> Preset:
-        base = PRESETS[self.model][self.preset or DEFAULT_PRESET]
+        base = PRESETS[self.model or DEFAULT_MODEL][self.preset or DEFAULT_PRESET]
         return dataclasses.replace(
             base,
             n_layer=self.layers or base.n_layer,
@@ -190,8 +210,9 @@ class TrainConfig:
     def model_config(self, vocab_size: int) -> ModelConfig:
         p = self.resolved_preset()
         cfg = ModelConfig(
-            kind=self.model, vocab_size=vocab_size, n_layer=p.n_layer, n_embd=p.n_embd,
+            kind=self.model or DEFAULT_MODEL, vocab_size=vocab_size, n_layer=p.n_layer, n_embd=p.n_embd,
             n_head=p.n_head, context=p.context, dropout=self.dropout or 0.0, positional=self.positional,
+            cutoffs=list(self.cutoffs or []),
         )  # fmt: skip
         cfg.validate()
         return cfg

@@ -27,10 +27,12 @@ def select_device(name: str = "auto") -> torch.device:
         raise TextweaverError(f"unknown --device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
-def autocast_for(device: torch.device) -> AbstractContextManager[object]:
-    """bf16 autocast on CUDA (faster, same loss); full float32 elsewhere."""
-    if device.type == "cuda":
+def autocast_for(device: torch.device, bf16: bool = True) -> AbstractContextManager[object]:
+    """bf16 autocast where asked for and supported (weights stay float32); plain float32 otherwise."""
+    if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if bf16 and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
 
 

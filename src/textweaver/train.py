@@ -24,17 +24,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import checkpoint, distributed
+from textweaver import autoconfig, calibrate, checkpoint, distributed
 from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
     AUTO_DROPOUT_EPOCHS,
+    DEFAULT_MODEL,
     DEFAULT_PRESET,
     ModelConfig,
     TrainConfig,
@@ -45,13 +45,15 @@ from textweaver.device import autocast_for, select_device, set_threads
 from textweaver.errors import TextweaverError
 from textweaver.evaluate import score
 from textweaver.generate import GenerationRequest, Generator
-from textweaver.models import build_model, detach_state, num_parameters, set_dropout
+from textweaver.models import build_model, detach_state, num_parameters, set_dropout, set_unigram_prior
 from textweaver.run_state import RunState, StopFlag
 from textweaver.runlog import RunLog
 from textweaver.sampling import SamplingOptions
 from textweaver.schedule import learning_rate
 
 DEFAULT_MAX_TIME = 300.0
+DEFAULT_WARMUP_STEPS = 100  # with explicit model options; the automatic recipe scales it to the budget
+PRIOR_TOKENS = 1 << 24  # training tokens counted for the output layer's starting unigram prior
 MIN_IMPROVEMENT = 1e-3  # nats/token a validation loss must drop by to reset --patience
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
@@ -124,20 +126,8 @@ def _train(
     config.validate()
     if config.max_time is None and config.max_steps is None and config.epochs is None:
         config.max_time = DEFAULT_MAX_TIME
-    preset = config.resolved_preset()
-    config = dataclasses.replace(config, batch_size=preset.batch_size, lr=preset.lr, context=preset.context)
-    if config.preset is None and not (config.layers or config.width or config.heads):
-        config.preset = DEFAULT_PRESET  # recorded in the checkpoint, so `info` names the size
-    assert config.batch_size is not None and config.lr is not None
-    if config.batch_size % ranks.world_size:
-        raise TextweaverError(
-            f"--batch-size {config.batch_size} must divide by the {ranks.world_size} processes: "
-            "choose a multiple of --nproc-per-node x --nnodes"
-        )
-
     set_threads(config.threads)
     device = select_device(device_name)
-    autocast = autocast_for(device)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
 
@@ -149,12 +139,29 @@ def _train(
             f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
             "resume with the original corpus, or start a new run with another --out"
         )
+
+    # ---- the recipe: chosen from the corpus, budget and device for a fresh run, kept by a resumed one
+    if saved is None:
+        config = _resolve_recipe(config, data, device, ranks)
+    assert config.batch_size is not None and config.lr is not None and config.warmup_steps is not None
+    if "recipe" in config.extra:
+        console.print(f"auto: {config.extra['recipe']['summary']} ({'; '.join(config.extra['recipe']['reasons'])})")
+    if config.batch_size % ranks.world_size:
+        raise TextweaverError(
+            f"--batch-size {config.batch_size} must divide by the {ranks.world_size} processes: "
+            "choose a multiple of --nproc-per-node x --nnodes"
+        )
+    autocast = autocast_for(device, config.precision == "bf16")
     model_config = saved.model_config if saved else config.model_config(len(data.tokenizer))
     _check_sizes(data, model_config.context, paths)
     _check_memory(model_config, config.batch_size // ranks.world_size, device)
 
     # ---- model, optimizer, batches
-    model = saved.build_model(device) if saved else build_model(model_config).to(device)
+    if saved is not None:
+        model = saved.build_model(device)
+    else:
+        model = build_model(model_config).to(device)
+        set_unigram_prior(model, np.bincount(data.train[:PRIOR_TOKENS], minlength=model_config.vocab_size))
     model.train()
     step_model: Any = model
     if ranks.enabled:
@@ -184,7 +191,7 @@ def _train(
     console.print(
         f"{model_config.kind} {n_params:,} parameters | vocab {len(data.tokenizer):,} ({config.level}) | "
         f"{len(data.train):,} train / {len(data.val):,} val tokens | batch {batches.batch} x {model_config.context}"
-        f" | lr {config.lr:g} | {device.type}"
+        f" | lr {config.lr:g} | {device.type} {config.precision}"
     )
 
     def save(best: bool = False) -> None:
@@ -254,8 +261,7 @@ def _train(
             if reset:
                 rnn_state = None
             with autocast:
-                logits, new_state = step_model(x, rnn_state)
-                loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+                loss, new_state = step_model(x, rnn_state, y)
             rnn_state = detach_state(new_state) if model_config.kind != "transformer" else None
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
@@ -306,6 +312,63 @@ def _train(
         run_dir=run_dir, steps=s.step, tokens=s.tokens, elapsed=s.elapsed(), val_loss=s.val_loss, val_bpc=s.val_bpc,
         best_val_loss=s.best_val_loss, stopped=stopped, resumed=saved is not None, parameters=n_params,
     )  # fmt: skip
+
+
+def _resolve_recipe(
+    config: TrainConfig, data: EncodedCorpus, device: torch.device, ranks: distributed.Dist
+) -> TrainConfig:
+    """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; else the
+    preset's values. Then the precision. Options given explicitly always win."""
+    vocab = len(data.tokenizer)
+    counts = np.sort(np.bincount(data.train[:PRIOR_TOKENS], minlength=vocab))[::-1]
+    shortlist = int(np.searchsorted(np.cumsum(counts), autoconfig.SHORTLIST_COVERAGE * counts.sum()) + 1)
+    facts = autoconfig.Facts(
+        train_tokens=len(data.train), vocab_size=vocab, shortlist=shortlist, device=device.type,
+        world_size=ranks.world_size,
+        budget_s=config.max_time if config.max_steps is None and config.epochs is None else None,
+    )  # fmt: skip
+
+    def speed_of(candidate: TrainConfig) -> autoconfig.Speed:
+        batch = max(1, autoconfig.CALIBRATION_TOKENS // candidate.resolved_preset().context)
+        measured = calibrate.measure(candidate.model_config(vocab), batch, device)
+        fp32, bf16 = ranks.max([measured.fp32, measured.bf16])  # every rank takes the same decisions
+        return autoconfig.Speed(fp32=fp32, bf16=bf16)
+
+    def sized(recipe: autoconfig.Recipe) -> TrainConfig:
+        return dataclasses.replace(config, model=recipe.model, layers=recipe.layers, width=recipe.width,
+                                   context=config.context or recipe.context,
+                                   cutoffs=recipe.cutoffs if config.cutoffs is None else config.cutoffs)  # fmt: skip
+
+    if not config.automatic:
+        preset = config.resolved_preset()
+        warmup = DEFAULT_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
+        resolved = dataclasses.replace(
+            config, model=config.model or DEFAULT_MODEL, batch_size=preset.batch_size, lr=preset.lr,
+            context=preset.context, warmup_steps=warmup,
+            preset=config.preset or (None if config.layers or config.width or config.heads else DEFAULT_PRESET),
+        )  # fmt: skip
+        if resolved.precision == "auto":
+            resolved.precision = autoconfig.choose_precision(speed_of(resolved), device.type)[0]
+        return resolved
+    recipe = autoconfig.choose_model(facts)
+    recipe.context = config.context or recipe.context  # options given explicitly win
+    speed = speed_of(sized(recipe))
+    wider = autoconfig.choose_model(facts, speed)
+    if wider.width != recipe.width:
+        wider.context = recipe.context
+        recipe, speed = wider, speed_of(sized(wider))
+    precision = None if config.precision == "auto" else config.precision
+    recipe = autoconfig.choose_schedule(recipe, facts, speed, precision)
+    recipe.cutoffs = recipe.cutoffs if config.cutoffs is None else config.cutoffs
+    recipe.batch_size = config.batch_size or recipe.batch_size
+    recipe.lr = config.lr or recipe.lr
+    recipe.warmup_steps = recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps
+    resolved = dataclasses.replace(
+        sized(recipe), batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+        precision=recipe.precision,
+    )  # fmt: skip
+    resolved.extra = {**config.extra, "recipe": {"summary": recipe.summary(), "reasons": recipe.reasons}}
+    return resolved
 
 
 def _data_options(config: TrainConfig) -> DataOptions:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from textweaver.config import ModelConfig
+from textweaver.models.heads import AdaptiveHead
 from textweaver.models.rnn import RNNLanguageModel
 from textweaver.models.transformer import CausalSelfAttention, TransformerLanguageModel
 
@@ -44,7 +46,7 @@ def detach_state(state: Any) -> Any:
     return type(state)(detach_state(s) for s in state)
 
 
-__all__ = ["LanguageModel", "build_model", "detach_state", "num_parameters"]
+__all__ = ["LanguageModel", "build_model", "detach_state", "num_parameters", "set_dropout", "set_unigram_prior"]
 
 
 def set_dropout(model: LanguageModel, p: float) -> None:
@@ -57,3 +59,20 @@ def set_dropout(model: LanguageModel, p: float) -> None:
             module.dropout = p if module.num_layers > 1 else 0.0
         elif isinstance(module, CausalSelfAttention):  # its dropout_p
             module.dropout = p
+
+
+def set_unigram_prior(model: LanguageModel, counts: np.ndarray) -> None:
+    """Start the output layer's bias at the corpus's log unigram frequencies (add-one smoothed).
+
+    A fresh model then predicts each token's overall frequency instead of a uniform guess: its first
+    loss is the unigram entropy rather than log(vocabulary), which saves the first few hundred steps
+    of a short run (most with a large vocabulary: measured in docs/training.md). The transformer's
+    head has no bias and is left as it is.
+    """
+    smoothed = counts.astype(np.float64) + 1.0
+    log_p = torch.from_numpy(np.log(smoothed / smoothed.sum())).float()
+    if isinstance(model.head, AdaptiveHead):
+        model.head.set_prior(log_p)
+    elif model.head.bias is not None:
+        with torch.no_grad():
+            model.head.bias.copy_(log_p)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from textweaver.config import ModelConfig
+from textweaver.models.heads import AdaptiveHead
 
 RNNState = tuple[torch.Tensor, ...]
 # the input table (embedding (V, C), or one-hot rows (V, V) when folded) and per layer w_ih, w_hh, b_ih, b_hh
@@ -29,17 +30,37 @@ class RNNLanguageModel(nn.Module):
             dropout=c.dropout if c.n_layer > 1 else 0.0,
         )  # fmt: skip
         self.drop = nn.Dropout(c.dropout)
-        self.head = nn.Linear(c.n_embd, c.vocab_size)
-        if c.tie_weights:
-            self.head.weight = self.embed.weight
+        self.head: nn.Linear | AdaptiveHead
+        if c.cutoffs:  # a large vocabulary: adaptive softmax, untied
+            self.head = AdaptiveHead(c.n_embd, c.vocab_size, c.cutoffs)
+        else:
+            self.head = nn.Linear(c.n_embd, c.vocab_size)
+            if c.tie_weights:
+                self.head.weight = self.embed.weight
         nn.init.normal_(self.embed.weight, std=0.1)
 
-    def forward(self, idx: torch.Tensor, state: RNNState | None = None) -> tuple[torch.Tensor, RNNState]:
+    def forward(
+        self, idx: torch.Tensor, state: RNNState | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, RNNState]:
+        """Logits ``(B, T, V)`` (log-probabilities with an adaptive head) and the new state; with
+        ``targets`` ``(B, T)`` the mean cross-entropy instead of the logits."""
         x = self.drop(self.embed(idx))  # (B, T, C)
         packed = None if state is None else (state if self.config.kind == "lstm" else state[0])
         y, new = self.rnn(x, packed)  # (B, T, C)
-        logits = self.head(self.drop(y))  # (B, T, V)
-        return logits, (tuple(new) if isinstance(new, tuple) else (new,))
+        y = self.drop(y)
+        new_state = tuple(new) if isinstance(new, tuple) else (new,)
+        if targets is not None and isinstance(self.head, AdaptiveHead):
+            return self.head.loss(y.reshape(-1, y.shape[-1]), targets.reshape(-1)), new_state
+        logits = self.output(y)  # (B, T, V)
+        if targets is not None:
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1)), new_state
+        return logits, new_state
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        """Hidden states ``(..., C)`` -> logits ``(..., V)``."""
+        if isinstance(self.head, AdaptiveHead):
+            return self.head.log_prob(y)
+        return F.linear(y, self.head.weight, self.head.bias)
 
     @torch.no_grad()
     def step(self, token: torch.Tensor, state: RNNState | None) -> tuple[torch.Tensor, RNNState]:
@@ -72,7 +93,7 @@ class RNNLanguageModel(nn.Module):
         else:
             for layer, w in enumerate(layers):
                 x = hs[layer] = torch.gru_cell(x, hs[layer], *w)
-        return F.linear(x, self.head.weight, self.head.bias)
+        return self.output(x)
 
     @torch.no_grad()
     def cell_weights(self, fold: bool = False) -> CellWeights:

@@ -112,7 +112,11 @@ class TransformerLanguageModel(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+    def forward(
+        self, idx: torch.Tensor, state: KVCache | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Logits ``(B, T, V)`` and the key/value cache; with ``targets`` ``(B, T)`` the mean
+        cross-entropy instead of the logits."""
         T = idx.shape[1]
         past_len = state[0][0].shape[2] if state else 0
         if past_len + T > self.config.context:
@@ -128,7 +132,10 @@ class TransformerLanguageModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, rotary, state[i] if state else None)
             cache.append(kv)
-        return self.head(self.ln_f(x)), cache  # (B, T, V)
+        logits = self.head(self.ln_f(x))  # (B, T, V)
+        if targets is not None:
+            return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1)), cache
+        return logits, cache
 
     @torch.no_grad()
     def step(self, token: torch.Tensor, state: KVCache | None) -> tuple[torch.Tensor, KVCache]:

@@ -1,0 +1,110 @@
+"""Side by side with nanoGPT's CPU recipe at equal wall time, on the same text and validation split.
+
+    python -m bench.versus_nanogpt [--corpora tinyshakespeare.txt,xiyouji.txt,...] [--minutes M]
+
+For each corpus: ``../shared/baselines/nanogpt/run.sh`` trains nanoGPT's README CPU recipe (4 layers
+x 4 heads x 128, context 64, batch 12, 2000 iterations; ``--minutes M`` scales the iterations so
+it trains for about M minutes) and prints its wall time and its validation loss over the whole last
+10% of characters. Then ``textweaver train WORKDIR/input.txt --max-time WALL`` runs with the
+defaults (no model option: the rule of ``autoconfig.py`` chooses), and ``textweaver eval`` scores
+the run on the same last 10% (``WORKDIR/val.txt``). Both losses are nats per character; the ratio
+is textweaver / nanoGPT (below 1: textweaver wins). One training at a time: run it alone.
+
+Skips (exit 0) when ../shared/baselines/nanogpt is absent, as in a user's clone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import write
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+REQUIRED = "tinyshakespeare.txt,nietzsche.txt,war_and_peace.txt,xiyouji.txt,sanguo_yanyi.txt,sqlite_src.c"
+NANOGPT_ITERS = 2000  # the recipe's own
+
+
+def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, float]:
+    """Train nanoGPT's recipe for ``iters`` iterations; (wall seconds, val nats/char)."""
+    cmd = ["bash", str(runner), str(corpus), str(work), sys.executable,
+           f"--max_iters={iters}", f"--lr_decay_iters={iters}"]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    m = re.search(r"wall_s=([\d.]+) val=([\d.]+)", out)
+    if not m:
+        raise SystemExit(f"nanoGPT runner printed no result: {out!r}")
+    return float(m.group(1)), float(m.group(2))
+
+
+def textweaver(work: Path, wall: float, extra: list[str]) -> dict[str, Any]:
+    """Train textweaver on the runner's input.txt for ``wall`` seconds and score the same val split."""
+    run = work / "textweaver"
+    cmd = [sys.executable, "-m", "textweaver", "train", str(work / "input.txt"), "--out", str(run),
+           "--max-time", f"{wall:.1f}s", "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
+    start = time.monotonic()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    process_wall = time.monotonic() - start
+    chose = next((line for line in done.stderr.splitlines() if line.startswith("auto:")), "")
+    scored = subprocess.run([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"],
+                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    config = json.loads((run / "last" / "config.json").read_text())
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    model = config["model_config"]
+    return {
+        "val": json.loads(scored)["nats_per_token"],
+        "process_wall_s": round(process_wall, 1),
+        "steps": metrics[-1]["step"],
+        "tokens_per_s": metrics[-1]["tokens_per_s"],
+        "model": f"{model['kind']} {model['n_layer']}x{model['n_embd']} ctx {model['context']}",
+        "chose": chose,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpora", default=REQUIRED, help="file names under --corpus-dir, comma-separated")
+    parser.add_argument("--corpus-dir", default=str(SHARED / "corpora"))
+    parser.add_argument("--nanogpt", default=str(SHARED / "baselines" / "nanogpt"), help="the baseline's folder")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="scale nanoGPT's iterations (from its own measured speed) to train this long")  # fmt: skip
+    parser.add_argument("--train-args", default="", help="extra options for textweaver train (default: none)")
+    parser.add_argument("--name", default=None, help="results name under bench/results/")
+    args = parser.parse_args()
+    runner = Path(args.nanogpt) / "run.sh"
+    if not runner.is_file():
+        print(f"skipped: no nanoGPT baseline at {runner} (it lives in ../shared beside the repository)")
+        return
+    name = args.name or ("versus_nanogpt" if args.minutes is None else f"versus_nanogpt_{args.minutes:g}m")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for corpus_name in args.corpora.split(","):
+            corpus = Path(args.corpus_dir) / corpus_name
+            work = Path(tmp) / corpus_name
+            iters = NANOGPT_ITERS
+            if args.minutes is not None:  # measure nanoGPT's speed on this corpus with a short run first
+                probe_wall, _ = nanogpt(runner, corpus, Path(tmp) / f"{corpus_name}-probe", 200)
+                iters = max(NANOGPT_ITERS, round(200 * args.minutes * 60 / probe_wall))
+            wall, nano_val = nanogpt(runner, corpus, work, iters)
+            ours = textweaver(work, wall, args.train_args.split())
+            rows.append({
+                "corpus": corpus_name, "wall_s": wall, "nanogpt_iters": iters, "nanogpt_val": nano_val,
+                "textweaver_val": ours["val"], "ratio": ours["val"] / nano_val, **ours,
+            })  # fmt: skip
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+    columns = ["corpus", "wall_s", "nanogpt_val", "textweaver_val", "ratio", "model", "steps", "tokens_per_s"]
+    notes = "Losses: nats per character over the whole last 10% of the text. Choices:\n" + "\n".join(
+        f"- {r['corpus']}: {r['chose']}" for r in rows
+    )
+    print(write(name, rows, columns, notes))
+
+
+if __name__ == "__main__":
+    main()

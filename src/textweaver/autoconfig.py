@@ -1,0 +1,146 @@
+"""The training recipe chosen from what a run can know: a pure function of facts, no training.
+
+``textweaver train FILES --max-time T`` with no model option asks :func:`choose` for the model,
+its size, context, batch, learning rate, warmup and precision. The facts are the corpus (training
+tokens, vocabulary size), the budget, the device, and the device's measured speed for the chosen
+model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a second or two). Each
+decision carries its reason, printed at the start and stored in the checkpoint so ``--resume``
+keeps it. The measurements behind every constant are in docs/training.md ("How the defaults are
+chosen"); they were taken on English prose, Chinese novels and C source, side by side with
+nanoGPT's CPU recipe (bench/versus_nanogpt.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# The model: an LSTM wins per CPU minute on every corpus measured and generates ~6x faster than
+# the transformer (docs/performance.md); width grows with the tokens the budget buys.
+MODEL = "lstm"
+LAYERS = 2
+WIDTH_SMALL, WIDTH_LARGE = 256, 512
+LARGE_FROM_TOKENS = 40e6  # tokens a budget must buy before 2x512 pays over 2x256
+# Truncated-BPTT length: 64 steps of context give char-level LSTMs what they use in a few minutes
+CONTEXT = 64
+# Optimizer steps: a short budget is limited by the number of updates (each rare character's
+# embedding moves only when it is seen), so the batch is sized to give about TARGET_STEPS steps,
+# between MIN_BATCH_TOKENS and MAX_BATCH_TOKENS tokens per step.
+TARGET_STEPS = 2000
+MIN_BATCH_TOKENS, MAX_BATCH_TOKENS = 512, 4096
+# Output layer: from this vocabulary size the full softmax costs more than the LSTM itself (4,506
+# characters: ~70% of a bf16 training step), so an adaptive softmax takes over. Its shortlist is
+# the most frequent tokens that cover SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64;
+# a second cluster boundary at twice that keeps the rarest tokens on the narrowest projection.
+ADAPTIVE_FROM_VOCAB = 2000
+SHORTLIST_COVERAGE = 0.9
+LR = 3e-3  # AdamW peak; 2x256 and 2x512 LSTMs both train stably with it at these batch sizes
+LR_LARGE = 2e-3
+WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
+# bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
+BF16_MIN_SPEEDUP = 1.1
+CALIBRATION_TOKENS = 1024  # batch x context of the calibration steps
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a run knows before it starts training."""
+
+    train_tokens: int
+    vocab_size: int
+    shortlist: int  # the most frequent tokens that cover SHORTLIST_COVERAGE of the training tokens
+    budget_s: float | None  # --max-time; None when a step or epoch budget limits the run
+    device: str  # cpu | cuda | mps
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Measured training tokens per second of the chosen model, per precision (0: not available)."""
+
+    fp32: float
+    bf16: float = 0.0
+
+
+@dataclass
+class Recipe:
+    model: str
+    layers: int
+    width: int
+    context: int
+    cutoffs: list[int] = field(default_factory=list)
+    batch_size: int = 32
+    lr: float = LR
+    warmup_steps: int = MAX_WARMUP
+    precision: str = "fp32"
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        head = f", adaptive softmax {self.cutoffs}" if self.cutoffs else ""
+        return (
+            f"{self.model} {self.layers}x{self.width}{head}, batch {self.batch_size} x {self.context}, "
+            f"lr {self.lr:g}, warmup {self.warmup_steps}, {self.precision}"
+        )
+
+
+def choose_model(facts: Facts, speed: Speed | None = None) -> Recipe:
+    """The architecture: model type, depth, width and context; ``speed`` (of the small size) lets the
+    width grow with the tokens the budget buys."""
+    width, reason = WIDTH_SMALL, f"{LAYERS}x{WIDTH_SMALL}: the size that learns fastest in minutes"
+    if facts.budget_s is not None and speed is not None:
+        bought = max(speed.fp32, speed.bf16) * facts.budget_s * facts.world_size
+        if bought >= LARGE_FROM_TOKENS:
+            width = WIDTH_LARGE
+            reason = f"{LAYERS}x{WIDTH_LARGE}: the budget buys ~{bought / 1e6:.0f}M tokens, enough for a wider model"
+    recipe = Recipe(MODEL, LAYERS, width, CONTEXT, lr=LR if width == WIDTH_SMALL else LR_LARGE, reasons=[reason])
+    recipe.cutoffs = adaptive_cutoffs(facts.vocab_size, facts.shortlist)
+    if recipe.cutoffs:
+        recipe.reasons.append(
+            f"adaptive softmax: {facts.vocab_size:,} tokens, the {recipe.cutoffs[0]:,} most frequent cover "
+            f"~{SHORTLIST_COVERAGE:.0%} of the text"
+        )
+    return recipe
+
+
+def adaptive_cutoffs(vocab_size: int, shortlist: int) -> list[int]:
+    """Cluster boundaries for an adaptive softmax, or [] where the full softmax is cheap enough."""
+    if vocab_size < ADAPTIVE_FROM_VOCAB:
+        return []
+    first = min(max(64, -(-shortlist // 64) * 64), vocab_size // 2)
+    return [first, 2 * first] if 2 * first < vocab_size - 64 else [first]
+
+
+def choose_precision(speed: Speed, device: str) -> tuple[str, str]:
+    """bf16 autocast when it measured clearly faster than float32 on this device; the reason."""
+    faster = speed.bf16 / speed.fp32 if speed.fp32 > 0 else 0.0
+    if faster >= BF16_MIN_SPEEDUP:
+        return "bf16", f"bf16: {faster:.1f}x the float32 speed on this {device}"
+    return "fp32", f"float32: bf16 is not faster on this {device} ({faster:.2f}x)"
+
+
+def choose_schedule(recipe: Recipe, facts: Facts, speed: Speed, precision: str | None = None) -> Recipe:
+    """Precision (unless given), batch and warmup for ``recipe`` given its measured speed."""
+    if precision is None:
+        precision, reason = choose_precision(speed, facts.device)
+        recipe.reasons.append(reason)
+    recipe.precision = precision
+    tok_s = max(speed.bf16 if precision == "bf16" else speed.fp32, 1.0) * facts.world_size
+    per_step = MAX_BATCH_TOKENS
+    steps = math.inf
+    if facts.budget_s is not None:
+        bought = tok_s * facts.budget_s
+        per_step = _clamp_pow2(bought / TARGET_STEPS, MIN_BATCH_TOKENS, MAX_BATCH_TOKENS)
+        steps = bought / per_step
+        recipe.reasons.append(
+            f"batch {per_step // recipe.context} x {recipe.context}: the budget buys ~{bought / 1e6:.1f}M tokens, "
+            f"~{steps:,.0f} steps"
+        )
+    world = facts.world_size  # every process takes an equal share of the batch
+    recipe.batch_size = max(world, per_step // recipe.context // world * world)
+    recipe.warmup_steps = int(min(MAX_WARMUP, max(MIN_WARMUP, WARMUP_FRACTION * steps)))
+    return recipe
+
+
+def _clamp_pow2(x: float, low: int, high: int) -> int:
+    """The power of two nearest to ``x`` (geometrically), within [low, high]."""
+    return int(min(high, max(low, 2 ** round(math.log2(max(x, 1.0))))))

@@ -1,0 +1,147 @@
+"""The automatic recipe: decisions from facts alone (no training), and how a run records them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textweaver import autoconfig, calibrate
+from textweaver.autoconfig import Facts, Speed
+from textweaver.config import ModelConfig
+from textweaver.models import build_model, set_unigram_prior
+
+from conftest import SHAKESPEARE, TINY, XIYOUJI
+
+CHINESE_2MIN = Facts(train_tokens=662_263, vocab_size=4_506, budget_s=119.0, device="cpu")
+BF16_FAST = Speed(fp32=7_000.0, bf16=15_000.0)
+
+
+def recipe_for(facts: Facts, speed: Speed, precision: str | None = None) -> autoconfig.Recipe:
+    return autoconfig.choose_schedule(autoconfig.choose_model(facts, speed), facts, speed, precision)
+
+
+def test_a_large_vocabulary_in_two_minutes_gets_many_small_steps_in_bf16() -> None:
+    recipe = recipe_for(CHINESE_2MIN, BF16_FAST)
+    assert (recipe.model, recipe.layers, recipe.width) == ("lstm", 2, 256)
+    assert recipe.precision == "bf16"
+    # ~1.8M tokens bought: about 1,000 tokens a step gives ~1,700 steps instead of ~440 at 4,096
+    assert recipe.batch_size * recipe.context == 1024
+    assert any("bf16: 2.1x" in r for r in recipe.reasons)
+    assert any("steps" in r for r in recipe.reasons)
+
+
+def test_bf16_is_used_only_where_it_measured_faster() -> None:
+    slow_bf16 = Speed(fp32=10_000.0, bf16=9_000.0)
+    recipe = recipe_for(CHINESE_2MIN, slow_bf16)
+    assert recipe.precision == "fp32"
+    assert any("not faster" in r for r in recipe.reasons)
+    assert recipe_for(CHINESE_2MIN, Speed(fp32=10_000.0)).precision == "fp32"  # no bf16 on this device
+    assert recipe_for(CHINESE_2MIN, BF16_FAST, precision="fp32").precision == "fp32"  # the user's word wins
+
+
+def test_the_batch_grows_with_the_budget_and_the_model_grows_with_the_tokens_bought() -> None:
+    short = recipe_for(CHINESE_2MIN, BF16_FAST)
+    ten = recipe_for(Facts(662_263, 4_506, 600.0, "cpu"), BF16_FAST)
+    hours = recipe_for(Facts(662_263, 4_506, 4 * 3600.0, "cpu"), BF16_FAST)
+    assert short.batch_size <= ten.batch_size <= hours.batch_size
+    assert ten.width == autoconfig.WIDTH_SMALL
+    assert hours.width == autoconfig.WIDTH_LARGE and hours.lr < short.lr
+
+
+def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
+    recipe = recipe_for(Facts(100_000, 65, None, "cpu"), BF16_FAST)
+    assert recipe.batch_size * recipe.context == autoconfig.MAX_BATCH_TOKENS
+    assert recipe.warmup_steps == autoconfig.MAX_WARMUP
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    fp32=st.floats(1.0, 1e8), ratio=st.floats(0.0, 5.0), budget=st.one_of(st.none(), st.floats(1.0, 1e6)),
+    vocab=st.integers(2, 300_000), world=st.integers(1, 16),
+)  # fmt: skip
+def test_every_recipe_is_trainable(fp32: float, ratio: float, budget: float | None, vocab: int, world: int) -> None:
+    facts = Facts(train_tokens=10**6, vocab_size=vocab, budget_s=budget, device="cpu", world_size=world)
+    recipe = recipe_for(facts, Speed(fp32=fp32, bf16=fp32 * ratio))
+    tokens = recipe.batch_size * recipe.context
+    assert recipe.batch_size % world == 0 and recipe.batch_size >= world
+    assert tokens <= autoconfig.MAX_BATCH_TOKENS or recipe.batch_size == world
+    assert tokens >= autoconfig.MIN_BATCH_TOKENS or recipe.batch_size == world
+    assert autoconfig.MIN_WARMUP <= recipe.warmup_steps <= autoconfig.MAX_WARMUP
+    assert recipe.precision in ("fp32", "bf16") and recipe.lr > 0 and recipe.reasons
+
+
+def test_calibration_measures_both_precisions_without_touching_the_random_stream() -> None:
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    speed = calibrate.measure(
+        ModelConfig(kind="lstm", vocab_size=50, n_layer=1, n_embd=32, context=16), 4, torch.device("cpu")
+    )
+    assert torch.equal(torch.rand(3), expected)
+    assert speed.fp32 > 0 and speed.bf16 > 0
+
+
+def test_the_unigram_prior_starts_the_loss_at_the_unigram_entropy() -> None:
+    ids = np.fromiter((ord(c) % 500 for c in XIYOUJI.read_text(encoding="utf-8")), dtype=np.int64)
+    config = ModelConfig(kind="lstm", vocab_size=500, n_layer=2, n_embd=64, context=32)
+    torch.manual_seed(0)
+    model = build_model(config)
+    x = torch.from_numpy(ids[: 32 * 32].reshape(32, 32))
+    y = torch.from_numpy(ids[1 : 32 * 32 + 1].reshape(32, 32))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x)[0].reshape(-1, 500), y.reshape(-1)))
+
+    before = loss()
+    counts = np.bincount(ids, minlength=500)
+    set_unigram_prior(model, counts)
+    p = (counts + 1) / (counts + 1).sum()
+    entropy = float(-(np.bincount(y.reshape(-1).numpy(), minlength=500) * np.log(p)).sum() / y.numel())
+    assert before > math.log(500) - 0.1  # a fresh model guesses uniformly
+    assert loss() == pytest.approx(entropy, abs=0.1)  # with the prior it starts at the unigram cross-entropy
+    assert loss() < before - 0.5
+
+
+def test_training_without_model_options_prints_records_and_keeps_the_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from textweaver import train
+
+    options = {k: v for k, v in TINY.items() if k not in ("preset", "precision")}
+    train([XIYOUJI], tmp_path / "r", max_time=30, max_steps=3, **options)
+    err = capsys.readouterr().err
+    assert "auto: lstm 2x256" in err and "steps" not in err.split("auto:")[0]
+    saved = json.loads((tmp_path / "r" / "last" / "config.json").read_text())["train"]
+    assert saved["model"] == "lstm" and saved["width"] == 256 and saved["context"] == autoconfig.CONTEXT
+    assert saved["precision"] in ("fp32", "bf16") and saved["warmup_steps"] is not None
+    recipe = saved["extra"]["recipe"]
+    assert recipe["summary"].startswith("lstm 2x256") and recipe["reasons"]
+
+    train([XIYOUJI], tmp_path / "r", resume=True, max_time=30, max_steps=5, **options)
+    resumed = json.loads((tmp_path / "r" / "last" / "config.json").read_text())["train"]
+    for key in ("model", "width", "layers", "context", "batch_size", "lr", "warmup_steps", "precision", "extra"):
+        assert resumed[key] == saved[key], key
+
+
+def test_explicit_options_override_the_recipe(tmp_path: Path) -> None:
+    from textweaver import train
+
+    options = {k: v for k, v in TINY.items() if k != "preset"}
+    train([SHAKESPEARE], tmp_path / "a", max_steps=2, batch_size=6, context=20, lr=1e-3, **options)
+    saved = json.loads((tmp_path / "a" / "last" / "config.json").read_text())
+    assert saved["model"]["kind"] == "lstm" and saved["model"]["context"] == 20
+    assert (saved["train"]["batch_size"], saved["train"]["lr"]) == (6, 1e-3)
+    assert "batch 6 x 20" in saved["train"]["extra"]["recipe"]["summary"]
+
+    train([SHAKESPEARE], tmp_path / "b", max_steps=2, model="gru", **options)
+    saved = json.loads((tmp_path / "b" / "last" / "config.json").read_text())["train"]
+    assert saved["model"] == "gru" and saved["preset"] == "small" and "recipe" not in saved["extra"]
