@@ -20,7 +20,7 @@ from textweaver.models import build_model, set_unigram_prior
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
-CHINESE_2MIN = Facts(train_tokens=662_263, vocab_size=4_506, budget_s=119.0, device="cpu")
+CHINESE_2MIN = Facts(train_tokens=662_263, vocab_size=4_506, shortlist=896, budget_s=119.0, device="cpu")
 BF16_FAST = Speed(fp32=7_000.0, bf16=15_000.0)
 
 
@@ -31,7 +31,8 @@ def recipe_for(facts: Facts, speed: Speed, precision: str | None = None) -> auto
 def test_a_large_vocabulary_in_two_minutes_gets_many_small_steps_in_bf16() -> None:
     recipe = recipe_for(CHINESE_2MIN, BF16_FAST)
     assert (recipe.model, recipe.layers, recipe.width) == ("lstm", 2, 256)
-    assert recipe.precision == "bf16"
+    assert recipe.precision == "bf16" and recipe.lr == autoconfig.LR_LARGE_VOCAB > autoconfig.LR
+    assert recipe.cutoffs == []  # a character vocabulary keeps the full softmax
     # ~1.8M tokens bought: about 1,000 tokens a step gives ~1,700 steps instead of ~440 at 4,096
     assert recipe.batch_size * recipe.context == 1024
     assert any("bf16: 2.1x" in r for r in recipe.reasons)
@@ -49,15 +50,15 @@ def test_bf16_is_used_only_where_it_measured_faster() -> None:
 
 def test_the_batch_grows_with_the_budget_and_the_model_grows_with_the_tokens_bought() -> None:
     short = recipe_for(CHINESE_2MIN, BF16_FAST)
-    ten = recipe_for(Facts(662_263, 4_506, 600.0, "cpu"), BF16_FAST)
-    hours = recipe_for(Facts(662_263, 4_506, 4 * 3600.0, "cpu"), BF16_FAST)
+    ten = recipe_for(Facts(662_263, 4_506, 896, 600.0, "cpu"), BF16_FAST)
+    hours = recipe_for(Facts(662_263, 4_506, 896, 4 * 3600.0, "cpu"), BF16_FAST)
     assert short.batch_size <= ten.batch_size <= hours.batch_size
     assert ten.width == autoconfig.WIDTH_SMALL
     assert hours.width == autoconfig.WIDTH_LARGE and hours.lr < short.lr
 
 
 def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
-    recipe = recipe_for(Facts(100_000, 65, None, "cpu"), BF16_FAST)
+    recipe = recipe_for(Facts(100_000, 65, 30, None, "cpu"), BF16_FAST)
     assert recipe.batch_size * recipe.context == autoconfig.MAX_BATCH_TOKENS
     assert recipe.warmup_steps == autoconfig.MAX_WARMUP
 
@@ -68,12 +69,11 @@ def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
     vocab=st.integers(2, 300_000), world=st.integers(1, 16),
 )  # fmt: skip
 def test_every_recipe_is_trainable(fp32: float, ratio: float, budget: float | None, vocab: int, world: int) -> None:
-    facts = Facts(train_tokens=10**6, vocab_size=vocab, budget_s=budget, device="cpu", world_size=world)
+    facts = Facts(10**6, vocab, max(1, vocab // 3), budget, "cpu", world_size=world)
     recipe = recipe_for(facts, Speed(fp32=fp32, bf16=fp32 * ratio))
     tokens = recipe.batch_size * recipe.context
     assert recipe.batch_size % world == 0 and recipe.batch_size >= world
-    assert tokens <= autoconfig.MAX_BATCH_TOKENS or recipe.batch_size == world
-    assert tokens >= autoconfig.MIN_BATCH_TOKENS or recipe.batch_size == world
+    assert autoconfig.MIN_BATCH_TOKENS <= tokens < autoconfig.MAX_BATCH_TOKENS + world * recipe.context
     assert autoconfig.MIN_WARMUP <= recipe.warmup_steps <= autoconfig.MAX_WARMUP
     assert recipe.precision in ("fp32", "bf16") and recipe.lr > 0 and recipe.reasons
 
@@ -145,3 +145,16 @@ def test_explicit_options_override_the_recipe(tmp_path: Path) -> None:
     train([SHAKESPEARE], tmp_path / "b", max_steps=2, model="gru", **options)
     saved = json.loads((tmp_path / "b" / "last" / "config.json").read_text())["train"]
     assert saved["model"] == "gru" and saved["preset"] == "small" and "recipe" not in saved["extra"]
+
+
+def test_the_output_layer_follows_the_vocabulary_and_the_users_choice() -> None:
+    words = Facts(10**6, 10_000, 1_500, 600.0, "cpu")
+    assert autoconfig.choose_head(words, "lstm")[0] == [1536, 3072]
+    assert autoconfig.choose_head(CHINESE_2MIN, "lstm") == ([], "")
+    forced = Facts(662_263, 4_506, 896, 119.0, "cpu", softmax="adaptive")
+    cutoffs, reason = autoconfig.choose_head(forced, "gru")
+    assert cutoffs == [896, 1792] and "896 most frequent" in reason
+    assert autoconfig.choose_head(Facts(10**6, 10_000, 1_500, 600.0, "cpu", softmax="full"), "lstm")[0] == []
+    assert autoconfig.choose_head(words, "transformer")[0] == []
+    small_vocab = Facts(10**6, 65, 30, 600.0, "cpu", softmax="adaptive")
+    assert autoconfig.choose_head(small_vocab, "lstm")[0] == [32]  # the shortlist is at most half the vocabulary

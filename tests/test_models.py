@@ -168,7 +168,9 @@ def test_adaptive_softmax_steps_equal_the_full_forward_pass_and_are_cheaper() ->
         step_logits, state = model.step(x[:, t], state)
         steps.append(step_logits)
     assert torch.allclose(torch.stack(steps, 1), logits, atol=1e-5)
-    assert num_parameters(model) < num_parameters(full) + 32 * 600  # narrow tails: fewer output weights
+    # the frequent tokens' softmax is 502 columns wide instead of 4,000; the rare ones sit on narrow tails
+    assert model.head.head.weight.shape == (502, 32)
+    assert sum(p.numel() for p in model.head.parameters()) < 0.5 * full.head.weight.numel()
 
 
 def test_the_unigram_prior_makes_a_fresh_adaptive_model_predict_the_frequencies() -> None:

@@ -116,13 +116,25 @@ def train(
         ),
     ] = None,
     positional: Annotated[str, typer.Option(help="Transformer positions: rotary or learned.")] = "rotary",
+    softmax: Annotated[
+        str,
+        typer.Option(
+            help="RNN output layer: auto (an adaptive softmax from a 2,000-token vocabulary, e.g. Chinese), "
+            "full, or adaptive."
+        ),
+    ] = "auto",
     level: Annotated[
-        str, typer.Option(help="Tokens: char (every Unicode character) or word (words, punctuation and spaces).")
+        str,
+        typer.Option(
+            help="Tokens: char (every Unicode character), word (words, punctuation and spaces) or bpe (byte-level "
+            "subwords learned from the corpus: shorter sequences, never an unknown token)."
+        ),
     ] = "char",
     vocab_size: Annotated[
         int | None,
         typer.Option(
-            help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000.",
+            help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000. "
+            "bpe: the vocabulary to learn (at most; at least 257). Default 4096.",
             show_default=False,
         ),
     ] = None,
@@ -223,9 +235,9 @@ def train(
 
     config = TrainConfig(
         model=model, preset=preset, layers=layers, width=width, heads=heads, context=context, dropout=dropout,
-        positional=positional, level=level, vocab_size=vocab_size, val_fraction=val_fraction, lowercase=lowercase,
-        normalize=normalize, encoding=encoding, errors=errors, glob=glob, batch_size=batch_size, lr=lr,
-        warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
+        positional=positional, softmax=softmax, level=level, vocab_size=vocab_size, val_fraction=val_fraction,
+        lowercase=lowercase, normalize=normalize, encoding=encoding, errors=errors, glob=glob, batch_size=batch_size,
+        lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
         max_time=parse_duration(max_time) if max_time is not None else None, max_steps=max_steps, epochs=epochs,
         patience=patience, eval_every=eval_every, eval_tokens=eval_tokens, sample_length=sample_length,
         checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,

@@ -18,8 +18,9 @@ from textweaver.tokenizer import check_normalize_form
 
 MODEL_KINDS = ("lstm", "gru", "transformer")
 DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
-LEVELS = ("char", "word")
+LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16")
+SOFTMAXES = ("auto", "full", "adaptive")
 
 
 @dataclass
@@ -114,10 +115,11 @@ class TrainConfig:
     context: int | None = None  # None: the preset's
     dropout: float | None = None  # None: the budget rule (AUTO_DROPOUT) decides once training runs
     positional: str = "rotary"
-    cutoffs: list[int] | None = None  # RNN adaptive-softmax boundaries; None: the recipe's, [] = full softmax
+    softmax: str = "auto"  # RNN output layer: auto (adaptive for large vocabularies) | full | adaptive
+    cutoffs: list[int] | None = None  # the adaptive softmax's boundaries, resolved from `softmax` ([] = full)
     # data
-    level: str = "char"  # char | word
-    vocab_size: int | None = None  # word level: keep this many most frequent tokens (default 10000)
+    level: str = "char"  # char | word | bpe (byte-level subwords learned from the corpus)
+    vocab_size: int | None = None  # word: keep the N most frequent tokens (10000); bpe: learn up to N (4096)
     val_fraction: float = 0.1  # last fraction of every file held out for validation
     lowercase: bool = False
     normalize: str | None = None  # Unicode form such as NFKC; None keeps the text untouched
@@ -155,7 +157,7 @@ class TrainConfig:
         if self.model is not None and self.model not in MODEL_KINDS:
             raise TextweaverError(f"unknown --model {self.model!r}: use one of {', '.join(MODEL_KINDS)}")
         if self.level not in LEVELS:
-            raise TextweaverError(f"unknown --level {self.level!r}: use char or word")
+            raise TextweaverError(f"unknown --level {self.level!r}: use char, word or bpe")
         explicit = [n for n in ("layers", "width", "heads") if getattr(self, n) is not None]
         if self.preset is not None and explicit:
             raise TextweaverError(
@@ -164,6 +166,10 @@ class TrainConfig:
         kind = self.model or DEFAULT_MODEL
         if self.preset is not None and self.preset not in PRESETS[kind]:
             raise TextweaverError(f"unknown --preset {self.preset!r} for {kind}: use one of {', '.join(PRESETS[kind])}")
+        if self.softmax not in SOFTMAXES:
+            raise TextweaverError(f"unknown --softmax {self.softmax!r}: use {', '.join(SOFTMAXES)}")
+        if self.softmax == "adaptive" and self.model == "transformer":
+            raise TextweaverError("--softmax adaptive is for the lstm and gru models: use --softmax full or auto")
         if self.precision not in PRECISIONS:
             raise TextweaverError(f"unknown --precision {self.precision!r}: use {', '.join(PRECISIONS)}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -21,7 +21,7 @@ import numpy as np
 
 from textweaver.corpus import CorpusOptions, StartSentences, file_digest, iter_preprocessed
 from textweaver.errors import TextweaverError
-from textweaver.tokenizer import Tokenizer, VocabCounter, make_tokenizer
+from textweaver.tokenizer import Tokenizer, VocabCounter, check_vocab_size, make_tokenizer
 
 CACHE_VERSION = 1
 
@@ -78,6 +78,7 @@ def prepare(paths: list[Path], cache_root: Path, options: DataOptions, seed: int
 
 def _encode(paths: list[Path], directory: Path, options: DataOptions, seed: int) -> None:
     # Pass 1: vocabulary, per-file token counts (for the split) and start sentences.
+    check_vocab_size(options.level, options.vocab_size)
     counter = VocabCounter(options.level, options.lowercase, options.normalize)
     sentences = StartSentences(seed=seed)
     counts: list[int] = []
@@ -91,6 +92,8 @@ def _encode(paths: list[Path], directory: Path, options: DataOptions, seed: int)
         names = ", ".join(str(p) for p in paths[:3])
         raise TextweaverError(f"{names}: the corpus is empty: give files that contain text")
     tokenizer = counter.build(options.vocab_size)
+    if tokenizer.level == "bpe":  # subword tokens exist only once build() has learned them: count them now
+        counts = [_count_tokens(path, tokenizer, options) for path in paths]
 
     # Pass 2: ids, written straight to disk; the last val_fraction of each file goes to val.
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
@@ -131,11 +134,19 @@ def _encode(paths: list[Path], directory: Path, options: DataOptions, seed: int)
     os.replace(tmp, directory)
 
 
+def _count_tokens(path: Path, tokenizer: Tokenizer, options: DataOptions) -> int:
+    chunks = iter_preprocessed(path, options.corpus, options.lowercase, options.normalize)
+    return sum(len(tokenizer.encode_preprocessed(chunk)) for chunk in chunks)
+
+
 def _encode_chunk(tokenizer: Tokenizer, text: str) -> tuple[np.ndarray, np.ndarray]:
     """Ids of a preprocessed chunk and the characters each token stands for (<unk> included)."""
     if tokenizer.level == "char":
         ids = tokenizer.encode_preprocessed(text)
         return ids, np.ones(len(ids), dtype=np.int64)
+    if tokenizer.level == "bpe":  # a character split over tokens counts in the token it starts in
+        ids = tokenizer.encode_preprocessed(text)
+        return ids, tokenizer.token_lengths()[ids]
     tokens = tokenizer.split(text)
     return tokenizer.ids_of(tokens), np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
 

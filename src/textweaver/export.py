@@ -84,6 +84,10 @@ def export(
             "reference model: drop --quantize or use --format web"
         )
     ckpt = checkpoint.load(run_dir)
+    if fmt == "web" and ckpt.tokenizer.level == "bpe":  # tokenizer.js has no BPE
+        raise TextweaverError(
+            "the web page cannot tokenize --level bpe models yet: export --format onnx, or train with --level char"
+        )
     out = Path(out).absolute()  # a name even for '.'
     _check_out(out)
     tmp = out.with_name(f".{out.name}.tmp")  # written whole, then swapped in: no half-written exports

@@ -94,10 +94,11 @@ class Generator:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(request.seed if request.seed is not None else random.SystemRandom().randrange(2**63))
         stoppers = [_StopWatch(request.stop) for _ in range(request.num_samples)]
+        decoders = [self.tokenizer.piece_decoder() for _ in range(request.num_samples)]  # bpe: whole characters only
         for tokens in self._token_steps(ids, request, gen):
             pieces = []
-            for s, tok in zip(stoppers, tokens, strict=True):
-                pieces.append(s.feed(self.tokenizer.vocab[tok] if tok else ""))
+            for s, decode, tok in zip(stoppers, decoders, tokens, strict=True):
+                pieces.append(s.feed(decode(tok)))
             yield pieces
             if all(s.done for s in stoppers):
                 return

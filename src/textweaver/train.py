@@ -142,7 +142,9 @@ def _train(
 
     # ---- the recipe: chosen from the corpus, budget and device for a fresh run, kept by a resumed one
     if saved is None:
-        config = _resolve_recipe(config, data, device, ranks)
+        choosing = time.monotonic()
+        config = _resolve_recipe(config, data, paths, device, ranks)
+        choosing = time.monotonic() - choosing  # the calibration counts against --max-time
     assert config.batch_size is not None and config.lr is not None and config.warmup_steps is not None
     if "recipe" in config.extra:
         console.print(f"auto: {config.extra['recipe']['summary']} ({'; '.join(config.extra['recipe']['reasons'])})")
@@ -172,13 +174,15 @@ def _train(
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+        lr=config.lr, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"),  # one kernel: ~2x faster steps
     )  # fmt: skip
     batches = make_batches(model_config.kind, data.train, config.batch_size, model_config.context, config.seed + 1,
                            ranks.rank, ranks.world_size)  # fmt: skip
     n_params = num_parameters(model)
     s = RunState()
-    if saved is not None:
+    if saved is None:
+        s.elapsed_before = choosing
+    else:
         optimizer.load_state_dict(trainer_state["optimizer"])
         batches.load_state_dict(trainer_state["batches"])
         s.load(trainer_state, device, batches.rows)
@@ -315,7 +319,7 @@ def _train(
 
 
 def _resolve_recipe(
-    config: TrainConfig, data: EncodedCorpus, device: torch.device, ranks: distributed.Dist
+    config: TrainConfig, data: EncodedCorpus, paths: list[Path], device: torch.device, ranks: distributed.Dist
 ) -> TrainConfig:
     """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; else the
     preset's values. Then the precision. Options given explicitly always win."""
@@ -324,20 +328,22 @@ def _resolve_recipe(
     shortlist = int(np.searchsorted(np.cumsum(counts), autoconfig.SHORTLIST_COVERAGE * counts.sum()) + 1)
     facts = autoconfig.Facts(
         train_tokens=len(data.train), vocab_size=vocab, shortlist=shortlist, device=device.type,
-        world_size=ranks.world_size,
+        world_size=ranks.world_size, softmax=config.softmax,
         budget_s=config.max_time if config.max_steps is None and config.epochs is None else None,
     )  # fmt: skip
 
     def speed_of(candidate: TrainConfig) -> autoconfig.Speed:
-        batch = max(1, autoconfig.CALIBRATION_TOKENS // candidate.resolved_preset().context)
-        measured = calibrate.measure(candidate.model_config(vocab), batch, device)
+        model_config = candidate.model_config(vocab)
+        batch = max(1, autoconfig.CALIBRATION_TOKENS // model_config.context)
+        _check_sizes(data, model_config.context, paths)  # refuse impossible sizes before building anything
+        _check_memory(model_config, max(batch, candidate.batch_size or 0), device)
+        measured = calibrate.measure(model_config, batch, device)
         fp32, bf16 = ranks.max([measured.fp32, measured.bf16])  # every rank takes the same decisions
         return autoconfig.Speed(fp32=fp32, bf16=bf16)
 
     def sized(recipe: autoconfig.Recipe) -> TrainConfig:
         return dataclasses.replace(config, model=recipe.model, layers=recipe.layers, width=recipe.width,
-                                   context=config.context or recipe.context,
-                                   cutoffs=recipe.cutoffs if config.cutoffs is None else config.cutoffs)  # fmt: skip
+                                   context=config.context or recipe.context, cutoffs=recipe.cutoffs)  # fmt: skip
 
     if not config.automatic:
         preset = config.resolved_preset()
@@ -346,6 +352,7 @@ def _resolve_recipe(
             config, model=config.model or DEFAULT_MODEL, batch_size=preset.batch_size, lr=preset.lr,
             context=preset.context, warmup_steps=warmup,
             preset=config.preset or (None if config.layers or config.width or config.heads else DEFAULT_PRESET),
+            cutoffs=autoconfig.choose_head(facts, config.model or DEFAULT_MODEL)[0],
         )  # fmt: skip
         if resolved.precision == "auto":
             resolved.precision = autoconfig.choose_precision(speed_of(resolved), device.type)[0]
@@ -359,7 +366,6 @@ def _resolve_recipe(
         recipe, speed = wider, speed_of(sized(wider))
     precision = None if config.precision == "auto" else config.precision
     recipe = autoconfig.choose_schedule(recipe, facts, speed, precision)
-    recipe.cutoffs = recipe.cutoffs if config.cutoffs is None else config.cutoffs
     recipe.batch_size = config.batch_size or recipe.batch_size
     recipe.lr = config.lr or recipe.lr
     recipe.warmup_steps = recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps
