@@ -57,7 +57,7 @@ def textweaver(work: Path, wall: float, extra: list[str]) -> dict[str, Any]:
                             check=True, capture_output=True, text=True).stdout  # fmt: skip
     config = json.loads((run / "last" / "config.json").read_text())
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    model = config["model_config"]
+    model = config["model"]
     return {
         "val": json.loads(scored)["nats_per_token"],
         "process_wall_s": round(process_wall, 1),
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--nanogpt", default=str(SHARED / "baselines" / "nanogpt"), help="the baseline's folder")
     parser.add_argument("--minutes", type=float, default=None,
                         help="scale nanoGPT's iterations (from its own measured speed) to train this long")  # fmt: skip
+    parser.add_argument("--iters", type=int, default=NANOGPT_ITERS, help="nanoGPT's iterations without --minutes")
     parser.add_argument("--train-args", default="", help="extra options for textweaver train (default: none)")
     parser.add_argument("--name", default=None, help="results name under bench/results/")
     args = parser.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
         for corpus_name in args.corpora.split(","):
             corpus = Path(args.corpus_dir) / corpus_name
             work = Path(tmp) / corpus_name
-            iters = NANOGPT_ITERS
+            iters = args.iters
             if args.minutes is not None:  # measure nanoGPT's speed on this corpus with a short run first
                 probe_wall, _ = nanogpt(runner, corpus, Path(tmp) / f"{corpus_name}-probe", 200)
                 iters = max(NANOGPT_ITERS, round(200 * args.minutes * 60 / probe_wall))
