@@ -158,3 +158,25 @@ def test_the_output_layer_follows_the_vocabulary_and_the_users_choice() -> None:
     assert autoconfig.choose_head(words, "transformer")[0] == []
     small_vocab = Facts(10**6, 65, 30, 600.0, "cpu", softmax="adaptive")
     assert autoconfig.choose_head(small_vocab, "lstm")[0] == [32]  # the shortlist is at most half the vocabulary
+
+
+def test_an_interrupted_bf16_adaptive_softmax_run_resumes_to_exactly_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from textweaver import train
+    from textweaver.run_state import RunState
+
+    options = {**TINY, "model": "lstm", "softmax": "adaptive", "precision": "bf16", "max_steps": 30, "seed": 3}
+    whole = train([XIYOUJI], tmp_path / "whole", **options)
+    real_stop_reason = RunState.stop_reason
+
+    def interrupt_at_11(self: RunState, *args: object) -> str:
+        return "interrupted" if self.step == 11 else real_stop_reason(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunState, "stop_reason", interrupt_at_11)
+    assert train([XIYOUJI], tmp_path / "split", **options).steps == 11
+    monkeypatch.undo()
+    second = train([XIYOUJI], tmp_path / "split", resume=True, **options)
+    assert second.steps == 30 and second.val_loss == whole.val_loss
+    saved = json.loads((tmp_path / "split" / "last" / "config.json").read_text())
+    assert saved["train"]["precision"] == "bf16" and saved["model"]["cutoffs"]

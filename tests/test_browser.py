@@ -237,5 +237,24 @@ def test_a_cjk_transformer_generates_past_its_context_from_int8_weights(browser_
         page.page.close()
 
 
+def test_an_adaptive_softmax_lstm_generates_chinese_in_the_page(browser_context: Any, tmp_path: Path) -> None:
+    """The head chosen for large vocabularies: the ONNX graph returns log-probabilities, which the
+    worker samples from like logits."""
+    run = tmp_path / "adaptive"
+    train([XIYOUJI], run, model="lstm", softmax="adaptive", max_steps=30, **TINY)
+    ckpt = checkpoint.load(run)
+    assert ckpt.model_config.cutoffs
+    vocab = set(ckpt.tokenizer.vocab[1:])
+    site = export(run, tmp_path / "site", "web").directory
+    with serve_folder(site) as url:
+        page = PageRun(browser_context, url)
+        page.open_and_load()
+        text, _ = page.generate(200)
+        assert len(text) == 200 and set(text) <= vocab
+        assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) > 60
+        assert page.outside == [] and page.errors == []
+        page.page.close()
+
+
 def test_artifacts_folder_is_ignored_by_git() -> None:
     assert "tests/artifacts/" in (Path(__file__).parents[1] / ".gitignore").read_text().split()

@@ -20,8 +20,10 @@ from textweaver.errors import TextweaverError
 
 from conftest import SHAKESPEARE
 
+# float32: runs compared with each other must not depend on a speed measurement
 TRAIN = [sys.executable, "-m", "textweaver", "train", str(SHAKESPEARE), "--preset", "tiny", "--no-tensorboard",
-         "--sample-length", "10", "--seed", "2", "--checkpoint-every", "0.3s", "--eval-every", "40"]  # fmt: skip
+         "--sample-length", "10", "--seed", "2", "--checkpoint-every", "0.3s", "--eval-every", "40",
+         "--precision", "fp32"]  # fmt: skip
 
 
 def start(out: Path, *extra: str, **popen: object) -> subprocess.Popen[str]:

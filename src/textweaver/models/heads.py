@@ -53,10 +53,12 @@ class AdaptiveHead(nn.Module):
         nll = -head.gather(1, index[:, None]).squeeze(1)  # (N,)
         for i, tail in enumerate(self.tails):
             rows = (cluster == i).nonzero().squeeze(1)
-            if rows.numel():
-                log_p = F.log_softmax(tail(h[rows]).float(), dim=-1)  # (n_i, cluster size)
-                within = (targets[rows] - self.bounds[i])[:, None]
-                nll = nll.index_add(0, rows, -log_p.gather(1, within).squeeze(1))
+            if not rows.numel():  # no target here this time: a zero term keeps every weight in the graph (DDP)
+                nll = nll + 0.0 * tail(h[:1]).sum()
+                continue
+            log_p = F.log_softmax(tail(h[rows]).float(), dim=-1)  # (n_i, cluster size)
+            within = (targets[rows] - self.bounds[i])[:, None]
+            nll = nll.index_add(0, rows, -log_p.gather(1, within).squeeze(1))
         return nll.mean()
 
     @torch.no_grad()
