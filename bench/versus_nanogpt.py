@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REQUIRED = "tinyshakespeare.txt,nietzsche.txt,war_and_peace.txt,xiyouji.txt,sanguo_yanyi.txt,sqlite_src.c"
 NANOGPT_ITERS = 2000  # the recipe's own
+PROBE_ITERS = 260  # a speed probe must pass nanoGPT's first evaluation (iteration 250), which writes its checkpoint
 
 
 def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, float]:
@@ -91,8 +92,8 @@ def main() -> None:
             work = Path(tmp) / corpus_name
             iters = args.iters
             if args.minutes is not None:  # measure nanoGPT's speed on this corpus with a short run first
-                probe_wall, _ = nanogpt(runner, corpus, Path(tmp) / f"{corpus_name}-probe", 200)
-                iters = max(NANOGPT_ITERS, round(200 * args.minutes * 60 / probe_wall))
+                probe_wall, _ = nanogpt(runner, corpus, Path(tmp) / f"{corpus_name}-probe", PROBE_ITERS)
+                iters = max(NANOGPT_ITERS, round(PROBE_ITERS * args.minutes * 60 / probe_wall))
             wall, nano_val = nanogpt(runner, corpus, work, iters)
             ours = textweaver(work, wall, args.train_args.split())
             rows.append({
