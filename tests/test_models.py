@@ -155,7 +155,7 @@ def test_adaptive_softmax_log_probabilities_sum_to_one_and_give_the_training_los
     assert log_p.shape == (2, 12, vocab)
     assert torch.allclose(torch.logsumexp(log_p, dim=-1), torch.zeros(2, 12), atol=1e-5)
     loss, _ = model(x, None, y)  # the training path computes each cluster only where needed
-    assert float(loss) == pytest.approx(float(F.cross_entropy(log_p.reshape(-1, vocab), y.reshape(-1))), abs=1e-5)
+    assert loss.item() == pytest.approx(F.cross_entropy(log_p.reshape(-1, vocab), y.reshape(-1)).item(), abs=1e-5)
 
 
 def test_adaptive_softmax_steps_equal_the_full_forward_pass_and_are_cheaper() -> None:

@@ -1,9 +1,10 @@
 """The training recipe chosen from what a run can know: a pure function of facts, no training.
 
-``textweaver train FILES --max-time T`` with no model option asks :func:`choose` for the model,
-its size, context, batch, learning rate, warmup and precision. The facts are the corpus (training
-tokens, vocabulary size), the budget, the device, and the device's measured speed for the chosen
-model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a second or two). Each
+``textweaver train FILES --max-time T`` with no model option asks :func:`choose_model` and
+:func:`choose_schedule` for the model, its size, output layer, context, batch, learning rate,
+warmup and precision. The facts are the corpus (training tokens, vocabulary size and how many
+frequent tokens cover most of it), the budget, the device, and the device's measured speed for the
+chosen model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a second or two). Each
 decision carries its reason, printed at the start and stored in the checkpoint so ``--resume``
 keeps it. The measurements behind every constant are in docs/training.md ("How the defaults are
 chosen"); they were taken on English prose, Chinese novels and C source, side by side with
@@ -21,7 +22,8 @@ MODEL = "lstm"
 LAYERS = 2
 WIDTH_SMALL, WIDTH_LARGE = 256, 512
 LARGE_FROM_TOKENS = 40e6  # tokens a budget must buy before 2x512 pays over 2x256
-# Truncated-BPTT length: 64 steps of context give char-level LSTMs what they use in a few minutes
+# Truncated-BPTT length: 64 steps (the state still carries over between windows); shorter windows
+# make each 1,024-token step 16 streams wide
 CONTEXT = 64
 # Optimizer steps: a short budget is limited by the number of updates (each rare character's
 # embedding moves only when it is seen), so the batch is sized to give about TARGET_STEPS steps,
