@@ -180,3 +180,14 @@ def test_an_interrupted_bf16_adaptive_softmax_run_resumes_to_exactly_the_uninter
     assert second.steps == 30 and second.val_loss == whole.val_loss
     saved = json.loads((tmp_path / "split" / "last" / "config.json").read_text())
     assert saved["train"]["precision"] == "bf16" and saved["model"]["cutoffs"]
+
+
+def test_a_fresh_run_starts_its_output_bias_at_the_corpus_frequencies(tmp_path: Path) -> None:
+    from textweaver import load, train
+
+    train([SHAKESPEARE], tmp_path / "r", max_steps=1, lr=1e-9, **{**TINY, "model": "lstm"})
+    model = load(tmp_path / "r")
+    ids = model.tokenizer.encode(SHAKESPEARE.read_text(encoding="utf-8"))
+    counts = np.bincount(ids[: int(0.9 * len(ids))], minlength=len(model.tokenizer)) + 1.0
+    bias = model.model.head.bias.detach().numpy()
+    assert np.allclose(bias, np.log(counts / counts.sum()), atol=0.02)

@@ -141,9 +141,11 @@ def _train(
         )
 
     # ---- the recipe: chosen from the corpus, budget and device for a fresh run, kept by a resumed one
-    if saved is None:
+    # token frequencies (of the first PRIOR_TOKENS): the recipe's shortlist and the output layer's prior
+    counts = np.bincount(data.train[:PRIOR_TOKENS], minlength=len(data.tokenizer)) if saved is None else None
+    if counts is not None:
         choosing = time.monotonic()
-        config = _resolve_recipe(config, data, paths, device, ranks)
+        config = _resolve_recipe(config, data, counts, paths, device, ranks)
         choosing = time.monotonic() - choosing  # the calibration counts against --max-time
     assert config.batch_size is not None and config.lr is not None and config.warmup_steps is not None
     if "recipe" in config.extra:
@@ -159,11 +161,9 @@ def _train(
     _check_memory(model_config, config.batch_size // ranks.world_size, device)
 
     # ---- model, optimizer, batches
-    if saved is not None:
-        model = saved.build_model(device)
-    else:
-        model = build_model(model_config).to(device)
-        set_unigram_prior(model, np.bincount(data.train[:PRIOR_TOKENS], minlength=model_config.vocab_size))
+    model = saved.build_model(device) if saved else build_model(model_config).to(device)
+    if counts is not None:  # a fresh model
+        set_unigram_prior(model, counts)
     model.train()
     step_model: Any = model
     if ranks.enabled:
@@ -319,13 +319,18 @@ def _train(
 
 
 def _resolve_recipe(
-    config: TrainConfig, data: EncodedCorpus, paths: list[Path], device: torch.device, ranks: distributed.Dist
+    config: TrainConfig,
+    data: EncodedCorpus,
+    counts: np.ndarray,
+    paths: list[Path],
+    device: torch.device,
+    ranks: distributed.Dist,
 ) -> TrainConfig:
     """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; else the
     preset's values. Then the precision. Options given explicitly always win."""
     vocab = len(data.tokenizer)
-    counts = np.sort(np.bincount(data.train[:PRIOR_TOKENS], minlength=vocab))[::-1]
-    shortlist = int(np.searchsorted(np.cumsum(counts), autoconfig.SHORTLIST_COVERAGE * counts.sum()) + 1)
+    ranked = np.sort(counts)[::-1]
+    shortlist = int(np.searchsorted(np.cumsum(ranked), autoconfig.SHORTLIST_COVERAGE * ranked.sum()) + 1)
     facts = autoconfig.Facts(
         train_tokens=len(data.train), vocab_size=vocab, shortlist=shortlist, device=device.type,
         world_size=ranks.world_size, softmax=config.softmax,
