@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 REQUIRED = "tinyshakespeare.txt,nietzsche.txt,war_and_peace.txt,xiyouji.txt,sanguo_yanyi.txt,sqlite_src.c"
 NANOGPT_ITERS = 2000  # the recipe's own
-PROBE_ITERS = 260  # a speed probe must pass nanoGPT's first evaluation (iteration 250), which writes its checkpoint
+# --minutes: two speed probes (past nanoGPT's first evaluation at iteration 250, which writes its
+# checkpoint) separate its fixed start-up cost from its time per iteration; one probe folded start-up
+# into the rate and left the "10-minute" runs at 7-8 minutes
+PROBE_ITERS = (260, 520)
 
 
 def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, float]:
@@ -43,6 +46,14 @@ def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, 
     if not m:
         raise SystemExit(f"nanoGPT runner printed no result: {out!r}")
     return float(m.group(1)), float(m.group(2))
+
+
+def nanogpt_iters_for(runner: Path, corpus: Path, tmp: Path, seconds: float) -> int:
+    """nanoGPT's iterations that take ``seconds`` on this corpus: wall = start-up + iterations x rate."""
+    (short, _), (long, _) = (nanogpt(runner, corpus, tmp / f"probe-{n}", n) for n in PROBE_ITERS)
+    per_iter = max(long - short, 1e-3) / (PROBE_ITERS[1] - PROBE_ITERS[0])
+    startup = max(0.0, short - PROBE_ITERS[0] * per_iter)
+    return round((seconds - startup) / per_iter)
 
 
 def textweaver(work: Path, wall: float, extra: list[str]) -> dict[str, Any]:
@@ -91,9 +102,8 @@ def main() -> None:
             corpus = Path(args.corpus_dir) / corpus_name
             work = Path(tmp) / corpus_name
             iters = args.iters
-            if args.minutes is not None:  # measure nanoGPT's speed on this corpus with a short run first
-                probe_wall, _ = nanogpt(runner, corpus, Path(tmp) / f"{corpus_name}-probe", PROBE_ITERS)
-                iters = max(NANOGPT_ITERS, round(PROBE_ITERS * args.minutes * 60 / probe_wall))
+            if args.minutes is not None:  # measure nanoGPT's speed on this corpus with two short runs first
+                iters = max(NANOGPT_ITERS, nanogpt_iters_for(runner, corpus, Path(tmp), args.minutes * 60))
             wall, nano_val = nanogpt(runner, corpus, work, iters)
             ours = textweaver(work, wall, args.train_args.split())
             rows.append({

@@ -57,6 +57,18 @@ def test_the_batch_grows_with_the_budget_and_the_model_grows_with_the_tokens_bou
     assert hours.width == autoconfig.WIDTH_LARGE and hours.lr < short.lr
 
 
+def test_the_large_vocabulary_rate_falls_once_the_budget_buys_many_passes() -> None:
+    short = recipe_for(CHINESE_2MIN, BF16_FAST)  # ~1.8M tokens, under 3 passes: the big steps pay
+    ten = recipe_for(Facts(662_263, 4_506, 896, 600.0, "cpu"), BF16_FAST)  # ~9M tokens, ~14 passes
+    assert short.lr == autoconfig.LR_LARGE_VOCAB
+    assert autoconfig.LR < ten.lr < autoconfig.LR_LARGE_VOCAB
+    lr_reasons = [r for r in ten.reasons if r.startswith("lr ")]
+    assert len(lr_reasons) == 1 and "passes" in lr_reasons[0] and f"lr {ten.lr:g}" in lr_reasons[0]
+    # a small vocabulary keeps its rate however long the budget
+    english = recipe_for(Facts(1_000_000, 65, 30, 600.0, "cpu"), BF16_FAST)
+    assert english.lr == autoconfig.LR
+
+
 def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
     recipe = recipe_for(Facts(100_000, 65, 30, None, "cpu"), BF16_FAST)
     assert recipe.batch_size * recipe.context == autoconfig.MAX_BATCH_TOKENS
@@ -141,6 +153,11 @@ def test_explicit_options_override_the_recipe(tmp_path: Path) -> None:
     assert saved["model"]["kind"] == "lstm" and saved["model"]["context"] == 20
     assert (saved["train"]["batch_size"], saved["train"]["lr"]) == (6, 1e-3)
     assert "batch 6 x 20" in saved["train"]["extra"]["recipe"]["summary"]
+
+    # the user's rate replaces the recipe's, and the recipe's reason for its own goes with it
+    train([XIYOUJI], tmp_path / "c", max_steps=2, lr=1e-3, **options)
+    recipe = json.loads((tmp_path / "c" / "last" / "config.json").read_text())["train"]["extra"]["recipe"]
+    assert "lr 0.001" in recipe["summary"] and not [r for r in recipe["reasons"] if r.startswith("lr ")]
 
     train([SHAKESPEARE], tmp_path / "b", max_steps=2, model="gru", **options)
     saved = json.loads((tmp_path / "b" / "last" / "config.json").read_text())["train"]

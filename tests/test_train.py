@@ -125,7 +125,7 @@ def test_corpus_shorter_than_the_context_is_refused(tmp_path: Path) -> None:
 def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The budget rule: 3 s buy far more than 12 passes over 7,161 tokens, so dropout 0.2 is chosen
+    """The budget rule: 3 s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is chosen
     (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is left alone."""
     train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
     assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err

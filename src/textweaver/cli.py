@@ -14,6 +14,9 @@ import typer
 
 from textweaver import __version__
 from textweaver.config import (
+    AUTO_DROPOUT,
+    AUTO_DROPOUT_AFTER_STEPS,
+    AUTO_DROPOUT_EPOCHS,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
     MODEL_KINDS,
@@ -110,8 +113,9 @@ def train(
     dropout: Annotated[
         float | None,
         typer.Option(
-            help="Dropout between layers, 0-0.9. Default: 0.2 when --max-time buys more than 12 passes over the "
-            "corpus (judged from the run's own speed after 30 steps), else 0.",
+            help=f"Dropout between layers, 0-0.9. Default: {AUTO_DROPOUT} when --max-time buys more than "
+            f"{AUTO_DROPOUT_EPOCHS:g} passes over the corpus (judged from the run's own speed after "
+            f"{AUTO_DROPOUT_AFTER_STEPS} steps), else 0.",
             show_default=False,
         ),
     ] = None,

@@ -372,7 +372,8 @@ def _resolve_recipe(
     precision = None if config.precision == "auto" else config.precision
     recipe = autoconfig.choose_schedule(recipe, facts, speed, precision)
     recipe.batch_size = config.batch_size or recipe.batch_size
-    recipe.lr = config.lr or recipe.lr
+    if config.lr:  # the user's rate: the recipe's reason for its own no longer applies
+        recipe.lr, recipe.reasons = config.lr, [r for r in recipe.reasons if not r.startswith("lr ")]
     recipe.warmup_steps = recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps
     resolved = dataclasses.replace(
         sized(recipe), batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
