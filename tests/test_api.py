@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import textweaver
 from textweaver import TextweaverError, load, train
 
-from conftest import SHAKESPEARE, TINY
+from conftest import SHAKESPEARE, TINY, run_cli
 
 
 def test_load_generate_stream_and_batch(trained_run: Path) -> None:
@@ -37,6 +38,61 @@ def test_info_and_evaluate(trained_run: Path) -> None:
     # a char model's token is one character, so bits/char is nats/token in base 2
     assert scores["bits_per_char"] == pytest.approx(scores["nats_per_token"] / math.log(2))
     assert scores["perplexity"] == pytest.approx(math.exp(scores["nats_per_token"]))
+
+
+def test_evaluate_scores_every_file_of_a_folder_and_weighs_the_totals_by_tokens(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder is resolved as `train` resolves it (--glob *.txt, recursively); each file is scored on its
+    own, as it scores alone, and the totals are the token-weighted sums."""
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    folder = tmp_path / "held_out"
+    (folder / "more").mkdir(parents=True)
+    (folder / "a.txt").write_text(text[:3000], encoding="utf-8")
+    (folder / "more" / "b.txt").write_text(text[3000:7000], encoding="utf-8")
+    (folder / "notes.md").write_text("not a .txt file, not scored", encoding="utf-8")
+    model = load(trained_run)
+    scores = model.evaluate(folder)
+    files = scores["files"]
+    assert [Path(f["file"]).name for f in files] == ["a.txt", "b.txt"]
+    for f in files:
+        alone = model.evaluate(f["file"])
+        assert f["nats_per_token"] == pytest.approx(alone["nats_per_token"]) and f["tokens"] == alone["tokens"]
+    assert scores["tokens"] == sum(f["tokens"] for f in files) and scores["chars"] == 7000
+    weighted = sum(f["nats_per_token"] * f["tokens"] for f in files) / scores["tokens"]
+    assert scores["nats_per_token"] == pytest.approx(weighted)
+    assert model.evaluate([folder / "a.txt", folder / "more" / "b.txt"])["nats_per_token"] == pytest.approx(weighted)
+
+    code, out, _ = run_cli(["eval", str(trained_run), str(folder / "a.txt"), str(folder / "more"), "--json"], capsys)
+    assert code == 0 and [Path(f["file"]).name for f in json.loads(out)["files"]] == ["a.txt", "b.txt"]
+    code, out, _ = run_cli(["eval", str(trained_run), str(folder)], capsys)
+    assert code == 0 and "a.txt" in out and "b.txt" in out and "bits_per_char" in out
+
+
+def test_scoring_copies_only_the_window_being_scored() -> None:
+    """Bounded memory: scoring a memory-mapped file of a million tokens allocates per window, not an int64
+    copy of the whole (8 MB here; 8 GB for a 1 GB corpus)."""
+    import tempfile
+    import tracemalloc
+
+    import numpy as np
+
+    from textweaver.config import ModelConfig
+    from textweaver.evaluate import score
+    from textweaver.models import build_model
+
+    model = build_model(ModelConfig(kind="lstm", vocab_size=65, n_layer=1, n_embd=16, context=64))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ids.bin"
+        np.random.default_rng(0).integers(0, 65, 1_000_000, dtype=np.uint16).tofile(path)
+        ids = np.memmap(path, dtype=np.uint16, mode="r")
+        tracemalloc.start()
+        result = score(model, ids)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        del ids
+    assert result.tokens > 990_000 and math.isfinite(result.nats)
+    assert peak < 1_000_000, f"scoring allocated {peak:,} bytes at its peak"
 
 
 def test_builtin_corpus_is_bundled_and_trainable(tmp_path: Path) -> None:

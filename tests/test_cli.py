@@ -40,7 +40,8 @@ def test_train_generate_eval_info_end_to_end(tmp_path: Path) -> None:
     evaluated = textweaver("eval", str(out), str(SHAKESPEARE), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     scores = json.loads(evaluated.stdout)
-    assert set(scores) == {"nats_per_token", "bits_per_char", "perplexity", "tokens", "chars", "unk_rate"}
+    assert set(scores) == {"nats_per_token", "bits_per_char", "perplexity", "tokens", "chars", "unk_rate", "files"}
+    assert [f["file"] for f in scores["files"]] == [str(SHAKESPEARE)]
     assert scores["chars"] == len(SHAKESPEARE.read_text()) and scores["unk_rate"] == 0.0
     assert 0 < scores["bits_per_char"] < 6
 

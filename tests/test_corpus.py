@@ -15,6 +15,8 @@ from textweaver.corpus import CorpusOptions, StartSentences, iter_preprocessed, 
 from textweaver.errors import TextweaverError
 from textweaver.tokenizer import WORD_PATTERN, preprocess
 
+from conftest import XIYOUJI
+
 UTF8 = CorpusOptions()
 FILE_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")  # NUL would make it a binary file
 
@@ -186,6 +188,23 @@ def test_invalid_utf8_names_the_file_and_exact_byte_offset(
     with pytest.raises(TextweaverError) as info:
         read_all(path)
     assert_invalid_utf8_error(info.value, path, offset)
+
+
+def test_a_gb18030_novel_gets_the_encoding_to_pass_and_auto_reads_it(tmp_path: Path) -> None:
+    """Chinese novels often come as GB18030/GBK: the error names the encoding charset-normalizer detects,
+    and that encoding (or --encoding auto) reads the text exactly."""
+    text = XIYOUJI.read_text(encoding="utf-8")
+    path = write(tmp_path / "novel.txt", text.encode("gb18030"))
+    with pytest.raises(TextweaverError) as info:
+        read_all(path)
+    message = str(info.value)
+    found = re.search(r"looks like (\S+): pass --encoding (\S+) \(or --encoding auto\), or --errors replace", message)
+    assert found and found.group(1) == found.group(2) in ("gb18030", "gbk", "gb2312"), message
+    assert read_all(path, CorpusOptions(encoding=found.group(1))) == text
+    assert read_all(path, CorpusOptions(encoding="auto")) == text
+    assert corpus.file_encoding(path, CorpusOptions(encoding="auto")) == found.group(1)
+    utf8 = write(tmp_path / "utf8.txt", text.encode())
+    assert corpus.file_encoding(utf8, CorpusOptions(encoding="auto")) == "utf-8"
 
 
 @PROPERTY

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import textweaver.dataset as dataset
+from textweaver.batches import StreamWindows
 from textweaver.corpus import CorpusOptions
 from textweaver.dataset import DataOptions, EncodedCorpus, encode_file, prepare
 from textweaver.errors import TextweaverError
@@ -77,9 +79,10 @@ def test_a_file_without_whitespace_is_encoded_like_the_whole_text(tmp_path: Path
     path = tmp_path / "poem.txt"
     path.write_text("混沌未分天地乱，茫茫渺渺无人见", encoding="utf-8")
     corpus = prepare([path], tmp_path / "cache", DataOptions(level="word", val_fraction=0.0))
-    assert corpus.tokenizer.split(path.read_text(encoding="utf-8")) == ["混沌未分天地乱", "，", "茫茫渺渺无人见"]
+    words = ["混沌", "未", "分", "天地", "乱", "，", "茫茫", "渺渺", "无人", "见"]  # jieba's words, not clauses
+    assert corpus.tokenizer.split(path.read_text(encoding="utf-8")) == words
     assert np.array_equal(corpus.train, corpus.tokenizer.encode(path.read_text(encoding="utf-8")))
-    assert "茫茫渺渺无人见" in corpus.tokenizer.vocab
+    assert "茫茫" in corpus.tokenizer.vocab
 
 
 def test_char_level_counts_one_character_per_token(tmp_path: Path, two_files: list[Path]) -> None:
@@ -215,11 +218,11 @@ def test_a_bad_file_names_itself_and_leaves_no_cache(tmp_path: Path, two_files: 
 def test_encode_file_gives_the_ids_and_characters_of_a_file(tmp_path: Path, two_files: list[Path], level: str) -> None:
     corpus = prepare(two_files[:1], tmp_path / "cache", DataOptions(level=level, vocab_size=200))
     other = two_files[1]
-    ids, chars = encode_file(other, corpus.tokenizer, CorpusOptions())
+    encoded = encode_file(other, corpus.tokenizer, CorpusOptions(), tmp_path / "ids.bin")
     text = texts([other])[0]
-    assert ids.dtype == corpus.tokenizer.id_dtype
-    assert np.array_equal(ids, corpus.tokenizer.encode(text))
-    assert chars == len(text)
+    assert encoded.ids.dtype == corpus.tokenizer.id_dtype and isinstance(encoded.ids, np.memmap)
+    assert np.array_equal(encoded.ids, corpus.tokenizer.encode(text))
+    assert encoded.chars == len(text) and encoded.unknown == int((corpus.tokenizer.encode(text) == 0).sum())
 
 
 def test_encode_file_applies_the_tokenizers_preprocessing(tmp_path: Path) -> None:
@@ -228,9 +231,9 @@ def test_encode_file_applies_the_tokenizers_preprocessing(tmp_path: Path) -> Non
     corpus = prepare([path], tmp_path / "cache", DataOptions(lowercase=True))
     shout = tmp_path / "shout.txt"
     shout.write_text("OK HELLO", encoding="utf-8")
-    ids, chars = encode_file(shout, corpus.tokenizer, CorpusOptions())
-    assert corpus.tokenizer.decode(ids.tolist()) == "o\ufffd hello"
-    assert chars == 8
+    encoded = encode_file(shout, corpus.tokenizer, CorpusOptions(), tmp_path / "ids.bin")
+    assert corpus.tokenizer.decode(encoded.ids.tolist()) == "o\ufffd hello"
+    assert encoded.chars == 8 and encoded.unknown == 1
 
 
 def test_encode_file_refuses_an_empty_file(tmp_path: Path) -> None:
@@ -240,7 +243,7 @@ def test_encode_file_refuses_an_empty_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty.txt"
     empty.write_bytes(b"")
     with pytest.raises(TextweaverError, match=f"{empty}: the file is empty"):
-        encode_file(empty, corpus.tokenizer, CorpusOptions())
+        encode_file(empty, corpus.tokenizer, CorpusOptions(), tmp_path / "ids.bin")
 
 
 def test_cache_directory_is_under_the_given_root(tmp_path: Path, two_files: list[Path]) -> None:
@@ -248,3 +251,20 @@ def test_cache_directory_is_under_the_given_root(tmp_path: Path, two_files: list
     assert corpus.directory == tmp_path / "run" / "cache" / corpus.key
     assert {p.name for p in corpus.directory.iterdir()} == {"train.bin", "val.bin", "meta.json"}
     assert not [p for p in os.listdir(tmp_path / "run" / "cache") if p.startswith(".")]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_stream_windows_of_several_processes_are_one_processs_batch_or_refused(world: int) -> None:
+    """Each rank keeps its share of the global batch; on a corpus too short for the batch the streams
+    shrink, and a share that no longer divides evenly is refused instead of dropping rows."""
+    ids = np.arange(6 * 16 + 1) % 50  # 6 windows of 16
+    one = StreamWindows(ids, batch=6, context=16, seed=0)
+    ranks = [StreamWindows(ids, batch=6, context=16, seed=0, rank=r, world=world) for r in range(world)]
+    for _ in range(3):
+        x, y, _ = one.next()
+        parts = [w.next() for w in ranks]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
+    short = np.arange(5 * 16 + 1) % 50  # 5 windows: a batch of 6 shrinks to 5, which 2 or 3 processes cannot share
+    with pytest.raises(TextweaverError, match=rf"only 5 windows of --context 16 .* over {world} processes: use "):
+        StreamWindows(short, batch=6, context=16, seed=0, rank=0, world=world)
+    assert StreamWindows(short, batch=6, context=16, seed=0).batch == 5  # one process still shrinks

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 
-from textweaver import checkpoint
+from textweaver import checkpoint, load
 from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.export import (
@@ -83,6 +83,59 @@ def test_onnx_logits_equal_pytorch_over_a_rollout(kind: str, steps: int, runs: d
     ckpt = checkpoint.load(runs[kind])
     assert rollout_max_error(ckpt, result.directory / MODEL_FILE, steps=steps) < 1e-4
     assert rollout_max_error(ckpt, result.directory / MODEL_FILE, steps=40, batch=3, seed=1) < 1e-4  # dynamic batch
+
+
+def generator_vs_onnx(run: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, prompt: str, length: int,
+                      num_samples: int = 1) -> list[float]:  # fmt: skip
+    """Per step, the largest |logit difference| between the shipping :class:`Generator` and the exported
+    model stepped as the web page steps it, fed the tokens the generator sampled; relative to the
+    largest |logit| of that step."""
+    import textweaver.generate as generate_module
+
+    model = load(run)
+    recorded: list[tuple[np.ndarray, np.ndarray]] = []
+    real_next_tokens = generate_module.next_tokens
+
+    def spy(logits: torch.Tensor, *args: object) -> torch.Tensor:
+        tokens = real_next_tokens(logits, *args)  # type: ignore[arg-type]
+        recorded.append((logits.float().numpy().copy(), tokens.numpy().copy()))
+        return tokens
+
+    monkeypatch.setattr(generate_module, "next_tokens", spy)
+    model.generate_many(prompt, length, num_samples=num_samples, seed=3, temperature=1.0)
+    monkeypatch.undo()
+    stepper = OnnxStepper(model_file, model.checkpoint.model_config, num_samples)
+    onnx_logits = stepper.prefill(np.tile(model.tokenizer.encode(prompt), (num_samples, 1)))
+    errors = []
+    for logits, tokens in recorded:
+        errors.append(float(np.abs(logits - onnx_logits).max() / np.abs(logits).max()))
+        onnx_logits = stepper.push(tokens)
+    assert len(errors) == length
+    return errors
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "transformer", "transformer-learned", "lstm-adaptive"])
+def test_the_exported_model_follows_the_shipping_generator_past_the_window_slide(
+    kind: str, runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 40-character prompt (longer than the transformer's context of 32) and 120 sampled tokens: the
+    transformer slides its window 15 times. Float32 export: within 1e-5 of the logits' scale at every step."""
+    model_file = export(runs[kind], tmp_path / "onnx").directory / MODEL_FILE
+    prompt = SHAKESPEARE.read_text(encoding="utf-8")[:40]
+    errors = generator_vs_onnx(runs[kind], model_file, monkeypatch, prompt, 120, num_samples=2)
+    assert max(errors) < 1e-5, f"step {int(np.argmax(errors))}: {max(errors):.2e}"
+
+
+@pytest.mark.parametrize(("quantize", "tolerance"), [("fp16", 0.01), ("int8", 0.08)])
+@pytest.mark.parametrize("kind", ["lstm-wide", "transformer"])
+def test_quantized_exports_follow_the_generator_within_their_own_tolerance(
+    kind: str, quantize: str, tolerance: float, runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = export(runs[kind], tmp_path / "site", "web", quantize=quantize).directory
+    prompt = SHAKESPEARE.read_text(encoding="utf-8")[:40]
+    errors = generator_vs_onnx(runs[kind], site / MODEL_FILE, monkeypatch, prompt, 80)
+    assert max(errors) < tolerance, f"step {int(np.argmax(errors))}: {max(errors):.3f}"
+    assert max(errors) > 1e-6  # really the quantized weights
 
 
 def test_onnx_signature_is_one_step_with_dynamic_batch_and_cache(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -166,6 +219,21 @@ def test_export_replaces_an_earlier_export_but_never_other_files(runs: dict[str,
     with pytest.raises(TextweaverError, match="not empty and not an earlier textweaver export"):
         export(runs["gru"], foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_a_second_export_into_a_folder_being_written_is_refused(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from textweaver import runlock
+
+    out = tmp_path / "site"
+    with runlock.held(tmp_path / f".site{runlock.LOCK}", "another export"):  # an export under way
+        one_line_error(*run_cli(["export", str(runs["lstm"]), "--out", str(out)], capsys), f"pid {os.getpid()}")
+        assert not out.exists() and not (tmp_path / ".site.tmp").exists()
+    export(runs["lstm"], out)  # released: it goes ahead
+    assert (out / "model.onnx").is_file()
 
 
 @pytest.mark.parametrize(("args", "message"), [

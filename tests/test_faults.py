@@ -26,8 +26,8 @@ TRAIN = [sys.executable, "-m", "textweaver", "train", str(SHAKESPEARE), "--prese
          "--precision", "fp32"]  # fmt: skip
 
 
-def start(out: Path, *extra: str, **popen: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def start(out: Path, *extra: str, env_extra: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.Popen([*TRAIN, "--out", str(out), *extra], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env, **popen)  # type: ignore[call-overload]  # fmt: skip
 
@@ -55,25 +55,31 @@ def saved_steps(run: Path) -> int:
 @pytest.mark.slow
 def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    kills = 0
-    # four kills at varied moments of ordinary training, one in the middle of a checkpoint write
+    # kills at varied moments of ordinary training: each must land on a running process
     for delay in (0.4, 1.1, 0.7, 1.6):
         proc = start(out, "--max-steps", "100000", "--resume")
         wait_for(lambda: (out / "last" / "config.json").exists() or (out / ".last.old").exists())
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+        assert proc.wait() == -signal.SIGKILL  # killed, not already finished
         model = load(out / "last")  # always loadable
         assert model.generate("a", 5, seed=1)
-    proc = start(out, "--max-steps", "100000", "--resume")
-    wait_for(lambda: (out / ".last.tmp").exists())  # a checkpoint is being written right now
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    kills += 1
-    assert kills >= 5
+    # and kills inside a checkpoint write, made certain by the test hook that pauses the writer there
+    for point, caught in [
+        ("write", lambda: (out / ".last.tmp" / "model.safetensors").is_file() and (out / "last").is_dir()),
+        ("swap", lambda: not (out / "last").exists() and (out / ".last.old" / "config.json").is_file()),
+    ]:
+        before = steps_in(out)
+        marker = tmp_path / f"paused-{point}"
+        proc = start(out, "--max-steps", "100000", "--resume", env_extra={"TEXTWEAVER_TEST_PAUSE": f"{point}:{marker}"})
+        wait_for(marker.exists)
+        assert caught(), f"not inside the {point} step"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+        assert steps_in(out) == before  # the previous checkpoint, whole
+        assert load(out / "last").generate("a", 5, seed=1)
     before = steps_in(out)
-    assert before > 0 and load(out / "last").generate("a", 5, seed=1)
+    assert before > 0
     # resuming continues from the last checkpoint, not from zero
     resumed = subprocess.run([*TRAIN, "--out", str(out), "--resume", "--max-steps", str(before + 20)],
                              capture_output=True, text=True, timeout=120)  # fmt: skip

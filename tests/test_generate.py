@@ -50,13 +50,36 @@ def test_incremental_generation_equals_recomputing_the_window_each_token(kind: s
     assert fast == g.naive_steps("abc de", 50, greedy)
 
 
-def test_transformer_keeps_generating_past_its_context_with_a_moving_window() -> None:
+def test_transformer_slides_its_window_exactly_as_the_reference_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its context the transformer keeps the last 3/4 of the window and goes on from there. The
+    reference recomputes every step from scratch over the window that rule defines; the generator's
+    cached logits must equal it at every one of 200 steps (the window of 16 slides ~50 times)."""
+    import textweaver.generate as generate_module
+
     g = generator("transformer", context=16)
-    text = g.generate(request(prompt="abcdefghij abcdefghij", length=200, seed=3))[0]
-    assert len(text) == 21 + 200
-    # the window moves: the last 16 characters are not a frozen copy of an earlier window
-    tail = text[-16:]
-    assert text.count(tail) < 5
+    recorded: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real_next_tokens = generate_module.next_tokens
+
+    def spy(logits: torch.Tensor, *args: object) -> torch.Tensor:
+        tokens = real_next_tokens(logits, *args)  # type: ignore[arg-type]
+        recorded.append((logits.clone(), tokens.clone()))
+        return tokens
+
+    monkeypatch.setattr(generate_module, "next_tokens", spy)
+    prompt = "abcdefghij abcdefghij"  # 21 tokens: already past the context
+    text = g.generate(request(prompt=prompt, length=200, seed=3))[0]
+    assert len(text) == 21 + 200 and len(recorded) == 200
+    ids = g.tokenizer.encode(prompt).tolist()
+    context, keep = 16, max(1, int(16 * generate_module.SLIDE_KEEP))
+    start, slides = len(ids) - context, 0
+    with torch.no_grad():
+        for logits, tokens in recorded:
+            expected = g.model(torch.tensor([ids[start:]]))[0][0, -1]
+            assert torch.allclose(logits[0], expected, atol=1e-5, rtol=1e-5), f"at {len(ids)} tokens"
+            ids.append(int(tokens[0]))
+            if len(ids) - start > context:  # the rule: rebuild from the last `keep` tokens
+                start, slides = len(ids) - keep, slides + 1
+    assert g.tokenizer.decode(ids) == text and slides >= 40
 
 
 def test_batch_of_samples_are_generated_together_and_differ() -> None:

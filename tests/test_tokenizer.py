@@ -112,6 +112,50 @@ def test_word_split_keeps_punctuation_and_whitespace_runs() -> None:
     assert tok.split("Hello,  world!\r\n\tBye") == ["Hello", ",", "  ", "world", "!", "\r\n\t", "Bye"]
 
 
+CHINESE_CHARS = st.text(alphabet=st.sampled_from("混沌未分天地乱，茫茫渺渺无人见孙悟空行者道 a1\n。“”"), max_size=80)
+
+
+def test_chinese_is_cut_into_words_not_whole_clauses() -> None:
+    """`\\w+` alone made "混沌未分天地乱" one token; jieba cuts it into words."""
+    tok = WordTokenizer([UNK])
+    clause = tok.split("混沌未分天地乱，茫茫渺渺无人见。")
+    assert "混沌未分天地乱" not in clause and clause[-1] == "。" and "，" in clause
+    assert 2 <= clause.index("，") <= 5 and all(len(t) <= 4 for t in clause)
+    assert tok.split("孙悟空道：“Hello world”")[:2] == ["孙悟空", "道"]
+    legacy = WordTokenizer([UNK], segmenter=None)  # tokenizers written before segmentation keep their split
+    assert legacy.split("混沌未分天地乱，") == ["混沌未分天地乱", "，"]
+    assert make_tokenizer(legacy.to_dict()).split("混沌未分天地乱") == ["混沌未分天地乱"]
+
+
+def test_a_chinese_word_vocabulary_round_trips_the_novel_exactly_and_is_stored() -> None:
+    text = XIYOUJI.read_text(encoding="utf-8")
+    tok = tokenizer_for(text, "word")
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and 0 not in ids.tolist()
+    words = [t for t in tok.vocab if len(t) > 1 and "\u4e00" <= t[0] <= "\u9fff"]
+    assert {"悟空", "师父", "猴王", "美猴王"} <= set(words)
+    assert max(map(len, words)) <= 8  # words, not clauses
+    assert len(ids) < 0.8 * len(text)  # and fewer tokens than characters
+    again = tokenizer_from_json(tok.to_json())
+    assert again == tok and again.segmenter == "jieba" and again.to_dict()["format_version"] == 3
+
+
+@settings(max_examples=75, deadline=None)
+@given(text=CHINESE_CHARS)
+def test_segmented_chinese_tokens_concatenate_to_the_exact_text(text: str) -> None:
+    tokens = WordTokenizer([UNK]).split(text)
+    assert "".join(tokens) == text and all(tokens)
+
+
+def test_the_web_page_refuses_a_chinese_word_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train([XIYOUJI], tmp_path / "w", max_steps=1, level="word", **TINY)
+    capsys.readouterr()
+    code, out, err = run_cli(["export", str(tmp_path / "w"), "--out", str(tmp_path / "site"), "--format", "web"],
+                             capsys)  # fmt: skip
+    one_line_error(code, out, err, "cannot segment Chinese into the words of this --level word model")
+    assert not (tmp_path / "site").exists()
+
+
 # --- unknown tokens ---------------------------------------------------------------------------
 
 
@@ -440,7 +484,7 @@ def test_bpe_is_reproducible() -> None:
 def test_bpe_saved_and_loaded_encodes_identically() -> None:
     tok = corpus_bpe()
     data = json.loads(tok.to_json())
-    assert data["level"] == "bpe" and data["format_version"] == 2 == FORMAT_VERSION
+    assert data["level"] == "bpe" and data["format_version"] == 2 < FORMAT_VERSION
     assert json.loads(tokenizer_for("ab", "char").to_json())["format_version"] == 1  # older versions still read these
     again = tokenizer_from_json(tok.to_json())
     assert isinstance(again, BPETokenizer) and again == tok and again.vocab == tok.vocab

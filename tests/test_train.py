@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from textweaver import load, train
 from textweaver.errors import TextweaverError
 from textweaver.run_state import RunState
 
-from conftest import SHAKESPEARE, TINY, XIYOUJI
+from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 
 
 def test_training_lowers_the_validation_loss_and_logs_it(tmp_path: Path) -> None:
@@ -60,6 +64,141 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     assert second.val_loss == pytest.approx(whole.val_loss, abs=1e-6)
 
 
+def test_resume_keeps_the_runs_settings_and_takes_only_the_options_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    train([SHAKESPEARE], run, max_steps=6, patience=30, **{**TINY, "eval_every": 2})
+    capsys.readouterr()
+    train([SHAKESPEARE], run, resume=True, max_steps=10)  # patience and eval_every not given: kept
+    saved = json.loads((run / "last" / "config.json").read_text())["train"]
+    assert (saved["patience"], saved["eval_every"], saved["max_steps"]) == (30, 2, 10)
+    assert (saved["sample_length"], saved["tensorboard"]) == (TINY["sample_length"], False)
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8, 10]
+    err = capsys.readouterr().err
+    assert "--max-steps: 6 -> 10" in err and "--patience" not in err and "--eval-every" not in err
+
+    train([SHAKESPEARE], run, resume=True, max_steps=12, patience=50)  # given: it wins
+    assert json.loads((run / "last" / "config.json").read_text())["train"]["patience"] == 50
+    assert "--patience: 30 -> 50" in capsys.readouterr().err
+
+
+def test_the_cli_resume_keeps_options_that_were_not_on_its_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    tiny = ["--preset", "tiny", "--precision", "fp32", "--no-tensorboard", "--sample-length", "10"]
+    code, _, err = run_cli(["train", str(SHAKESPEARE), "--out", str(run), "--max-steps", "4", "--patience", "3",
+                            "--eval-every", "2", *tiny], capsys)  # fmt: skip
+    assert code == 0, err
+    code, _, err = run_cli(["train", str(SHAKESPEARE), "--out", str(run), "--resume", "--max-steps", "6"], capsys)
+    assert code == 0, err
+    saved = json.loads((run / "last" / "config.json").read_text())["train"]
+    assert (saved["patience"], saved["eval_every"], saved["sample_length"], saved["tensorboard"]) == (3, 2, 10, False)
+
+
+def test_a_longer_budget_on_resume_keeps_the_learning_rate_decaying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-steps counts the whole run; raising it on a resume must not send the rate back up the cosine."""
+    run = tmp_path / "r"
+    real_stop_reason = RunState.stop_reason
+
+    def interrupt_at_5(self: RunState, *args: object) -> str:
+        return "interrupted" if self.step == 5 else real_stop_reason(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunState, "stop_reason", interrupt_at_5)
+    train([SHAKESPEARE], run, max_steps=10, **{**TINY, "eval_every": 1, "warmup_steps": 0, "lr": 1e-2})
+    monkeypatch.undo()
+    train([SHAKESPEARE], run, resume=True, max_steps=20)  # half way through 10 steps, now 20 in all
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lrs) == 20
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs)), lrs
+    assert lrs[5] < lrs[4] and lrs[-1] == pytest.approx(1e-3, rel=0.05)  # decays on, to the floor at the new end
+
+    train([SHAKESPEARE], run, resume=True, max_steps=24)  # a finished run given more: it stays at the floor
+    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lrs) == 24 and lrs[-4:] == pytest.approx([1e-3] * 4, rel=0.05)
+
+
+def test_the_schedule_is_stretched_from_where_a_resume_changed_the_budget() -> None:
+    s = RunState()
+    assert s.schedule_progress(0.3) == 0.3  # no change of budget: the budget's progress itself
+    s.anchor = (0.9, 0.45)  # 90% through the schedule when the budget doubled (45% of the new one)
+    assert s.schedule_progress(0.45) == pytest.approx(0.9)
+    assert s.schedule_progress(0.725) == pytest.approx(0.95)
+    assert s.schedule_progress(1.0) == pytest.approx(1.0)
+
+
+def test_a_second_writer_of_a_run_is_refused_until_the_first_dies_even_by_kill_9(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two `train --resume` on one --out (a requeued job overlapping its predecessor) would overwrite each
+    other's checkpoints: the second gets one line naming the first's pid; the OS frees the lock on kill -9."""
+    run = tmp_path / "r"
+    train([SHAKESPEARE], run, max_steps=2, **TINY)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from textweaver import runlock\n"
+         "with runlock.held(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(600)",
+         str(run / ".lock")], stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = (run / "last" / "config.json").read_bytes()
+        capsys.readouterr()
+        code, out, err = run_cli(["train", str(SHAKESPEARE), "--out", str(run), "--resume", "--max-steps", "4"], capsys)
+        one_line_error(code, out, err, f"in use by another textweaver process \\(pid {holder.pid}\\)")
+        assert (run / "last" / "config.json").read_bytes() == before  # nothing was touched
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs in the holder
+        holder.wait()
+    assert train([SHAKESPEARE], run, resume=True, max_steps=4).steps == 4
+    assert not (run / ".lock.pid").exists()  # released with the run
+
+
+def test_a_refused_fresh_run_leaves_no_folder_behind(tmp_path: Path) -> None:
+    with pytest.raises(TextweaverError, match="--max-steps must be positive"):
+        train([SHAKESPEARE], tmp_path / "new", max_steps=-1, **TINY)
+    assert not (tmp_path / "new").exists()
+
+
+def test_encoding_auto_reads_a_gb18030_novel_and_says_what_it_chose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gb = tmp_path / "novel.txt"
+    gb.write_bytes(XIYOUJI.read_text(encoding="utf-8").encode("gb18030"))
+    train([gb], tmp_path / "gb", max_steps=2, encoding="auto", **TINY)
+    assert re.search(rf"--encoding auto: {re.escape(str(gb))} reads as (gb18030|gbk|gb2312)", capsys.readouterr().err)
+    train([XIYOUJI], tmp_path / "utf8", max_steps=2, **TINY)
+    assert load(tmp_path / "gb").tokenizer == load(tmp_path / "utf8").tokenizer  # the same characters
+
+
+@pytest.mark.parametrize(("mine", "other", "refused"), [
+    ((True, 40), (True, 40), False),  # shared storage: every rank resumes from step 40
+    ((False, -1), (False, -1), False),  # a fresh run everywhere
+    ((True, 40), (False, -1), True),  # node-local --out: the other node would start afresh
+    ((True, 40), (True, 20), True),  # two different checkpoints
+])  # fmt: skip
+def test_every_process_must_resume_from_the_same_checkpoint(
+    tmp_path: Path, mine: tuple[bool, int], other: tuple[bool, int], refused: bool
+) -> None:
+    from textweaver.distributed import Dist
+    from textweaver.train import _agree_on_checkpoint
+
+    class TwoRanks(Dist):
+        def max(self, values: list[float]) -> list[float]:  # the other rank holds `other`
+            peer = [float(other[0]), -float(other[0]), float(other[1]), -float(other[1])]
+            return [max(a, b) for a, b in zip(values, peer, strict=True)]
+
+    ranks = TwoRanks(rank=0, world_size=2)
+    if refused:
+        with pytest.raises(TextweaverError, match="not every process sees the same checkpoint.*shares"):
+            _agree_on_checkpoint(*mine, tmp_path, ranks)
+    else:
+        _agree_on_checkpoint(*mine, tmp_path, ranks)
+
+
 def test_resume_without_a_checkpoint_starts_fresh_and_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,12 +225,22 @@ def test_resume_with_a_different_corpus_is_refused(tmp_path: Path) -> None:
         train([XIYOUJI], tmp_path / "r", resume=True, max_steps=10, **TINY)
 
 
-def test_divergence_stops_with_a_message_and_never_saves_nan_weights(tmp_path: Path) -> None:
+def test_divergence_stops_with_a_message_and_never_saves_nan_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run checkpoints at step 5, then its rate becomes infinite at step 8: the weights turn NaN, the
+    run stops with advice, and last/ still holds the finite weights of step 5."""
+    import sys
+
+    train_module = sys.modules["textweaver.train"]  # the module (the package exports its function `train`)
+    real = train_module.learning_rate
+    monkeypatch.setattr(train_module, "learning_rate", lambda step, *a: math.inf if step >= 8 else real(step, *a))
+    run = tmp_path / "r"
     with pytest.raises(TextweaverError, match="diverged.*lower --lr"):
-        train([SHAKESPEARE], tmp_path / "r", max_steps=200, lr=1e6, warmup_steps=1, grad_clip=0, **TINY)
-    if (tmp_path / "r" / "last").exists():
-        model = load(tmp_path / "r" / "last").model
-        assert all(p.isfinite().all() for p in model.parameters())
+        train([SHAKESPEARE], run, max_steps=200, grad_clip=0, **{**TINY, "eval_every": 5})
+    saved = load(run / "last")
+    assert saved.info()["metrics"]["step"] == 5
+    assert all(p.isfinite().all() for p in saved.model.parameters())
 
 
 def test_patience_stops_when_validation_stops_improving(tmp_path: Path) -> None:

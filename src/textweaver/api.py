@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,9 @@ def train(
     """Train on ``corpus`` (files, directories or ``builtin:shakespeare``) into run directory ``out``.
 
     ``options`` are :class:`~textweaver.config.TrainConfig` fields (``model="gru"``, ``max_time="3m"``,
-    ``max_steps=500`` ...); durations accept seconds or strings such as ``"5m"``.
+    ``max_steps=500`` ...); durations accept seconds or strings such as ``"5m"``. With ``resume`` the
+    run keeps its stored settings; of the options passed here, those that may change on a resume
+    (budgets, evaluation, runtime) replace them.
     """
     corpus_list = [corpus] if isinstance(corpus, str | Path) else list(corpus)
     for name in ("max_time", "checkpoint_every"):
@@ -44,7 +47,7 @@ def train(
         config = TrainConfig(**options)
     except TypeError as e:
         raise TextweaverError(f"unknown training option: {e}") from None
-    return _train(corpus_list, out, config, resume=resume, progress=progress)
+    return _train(corpus_list, out, config, resume=resume, progress=progress, given=list(options))
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> TextModel:
@@ -97,24 +100,33 @@ class TextModel:
             if pieces[0]:
                 yield pieces[0]
 
-    def evaluate(self, path: str | Path, batch_size: int = 32) -> dict[str, float | int]:
-        """Loss of the model on a text file: nats/token, bits/char, perplexity, unknown-token rate."""
-        files = resolve_paths([path])
+    def evaluate(self, paths: str | Path | Sequence[str | Path], batch_size: int = 32) -> dict[str, Any]:
+        """Loss of the model on text files (folders are searched as ``train`` searches them): nats/token,
+        bits/char, perplexity and unknown-token rate over all of them, and the same for each file under
+        ``"files"``. Each file is scored on its own (a fresh state); the totals weigh files by their
+        tokens. Memory stays bounded whatever the files' size: ids go to a scratch file, not to RAM."""
         train_cfg = self.checkpoint.train_config
+        files = resolve_paths([paths] if isinstance(paths, str | Path) else list(paths), train_cfg.get("glob", "*.txt"))
         options = CorpusOptions(encoding=train_cfg.get("encoding", "utf-8"), errors=train_cfg.get("errors", "strict"))
-        ids, chars = encode_file(files[0], self.tokenizer, options)
-        if len(ids) < 2:
-            raise TextweaverError(f"{path}: too short to evaluate (needs at least 2 tokens)")
-        result = score(self.model, ids, batch_size, None, self.device)
-        scored_chars = chars * result.tokens / len(ids)
-        return {
-            "nats_per_token": result.nats_per_token,
-            "bits_per_char": result.nats / max(scored_chars, 1e-9) / math.log(2),
-            "perplexity": math.exp(min(result.nats_per_token, 700.0)),
-            "tokens": int(result.tokens),
-            "chars": int(chars),
-            "unk_rate": float((ids == 0).mean()),
-        }
+        per_file: list[dict[str, Any]] = []
+        sums = {"nats": 0.0, "tokens": 0, "scored_chars": 0.0, "chars": 0, "unknown": 0, "ids": 0}
+        with tempfile.TemporaryDirectory(prefix="textweaver-eval-") as scratch:
+            for file in files:
+                encoded = encode_file(file, self.tokenizer, options, Path(scratch) / f"{len(per_file)}.bin")
+                if len(encoded.ids) < 2:
+                    raise TextweaverError(f"{file}: too short to evaluate (needs at least 2 tokens)")
+                result = score(self.model, encoded.ids, batch_size, None, self.device)
+                counts = {
+                    "nats": result.nats, "tokens": result.tokens, "unknown": encoded.unknown, "ids": len(encoded.ids),
+                    "scored_chars": encoded.chars * result.tokens / len(encoded.ids), "chars": encoded.chars,
+                }  # fmt: skip
+                del encoded  # close the memory map before its scratch file goes
+                (Path(scratch) / f"{len(per_file)}.bin").unlink()
+                per_file.append({"file": str(file), **_scores(**counts)})
+                sums = {k: sums[k] + counts[k] for k in sums}
+        total = _scores(**sums)
+        total["files"] = per_file
+        return total
 
     def info(self) -> dict[str, Any]:
         c = self.checkpoint
@@ -136,3 +148,18 @@ class TextModel:
             "train_tokens": c.corpus.get("train_tokens"),
             "metrics": c.metrics,
         }
+
+
+def _scores(
+    nats: float, tokens: float, scored_chars: float, chars: float, unknown: float, ids: float
+) -> dict[str, Any]:
+    """Loss figures from summed counts: ``tokens`` scored (their ``scored_chars``) of ``ids`` encoded."""
+    nats_per_token = nats / max(tokens, 1)
+    return {
+        "nats_per_token": nats_per_token,
+        "bits_per_char": nats / max(scored_chars, 1e-9) / math.log(2),
+        "perplexity": math.exp(min(nats_per_token, 700.0)),
+        "tokens": int(tokens),
+        "chars": int(chars),
+        "unk_rate": unknown / max(ids, 1),
+    }

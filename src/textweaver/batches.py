@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from textweaver.errors import TextweaverError
+
 
 def _share(batch: int, rank: int, world: int) -> slice:
     per_rank = batch // world
@@ -47,8 +49,18 @@ class RandomWindows:
 
 class StreamWindows:
     def __init__(self, ids: np.ndarray, batch: int, context: int, seed: int, rank: int = 0, world: int = 1) -> None:
-        # fewer streams than asked for when the corpus is too short to give each a window
-        self.batch = max(world, min(batch, (len(ids) - 1) // context))
+        # fewer streams than asked for when the corpus is too short to give each a window; with several
+        # processes they must still split evenly, or the rows past the last whole share would be dropped
+        # and N processes would no longer see one process's batch
+        streams = max(1, (len(ids) - 1) // context)
+        self.batch = min(batch, streams)
+        if self.batch % world:
+            fits = streams // world * world
+            advice = f"--batch-size {fits}" if fits else f"at most {streams} processes"
+            raise TextweaverError(
+                f"the corpus holds only {streams} windows of --context {context} per pass, too few for --batch-size "
+                f"{batch} over {world} processes: use {advice}, a smaller --context, or more text"
+            )
         self.ids, self.context = ids, context
         self.stream_len = (len(ids) - 1) // self.batch
         self.rows = _share(self.batch, rank, world)

@@ -99,6 +99,7 @@ def save(
             "corpus": corpus,
             "checksums": {name: _sha256(tmp / name) for name in CHECKSUMMED},
         }  # fmt: skip
+        _pause_for_tests("write")  # the weights are in the temporary folder, its config.json is not
         (tmp / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
         for f in tmp.iterdir():
             _fsync(f)
@@ -114,9 +115,19 @@ def save(
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
+        _pause_for_tests("swap")  # the previous checkpoint is moved aside, the new one not yet in place
     os.replace(tmp, directory)
     _fsync(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _pause_for_tests(point: str) -> None:
+    """Fault-injection hook for tests/test_faults.py: with ``TEXTWEAVER_TEST_PAUSE=POINT:FILE`` a
+    checkpoint write creates FILE and waits at POINT, so a kill -9 lands exactly there."""
+    spec = os.environ.get("TEXTWEAVER_TEST_PAUSE", "")
+    if spec.startswith(f"{point}:"):
+        Path(spec.removeprefix(f"{point}:")).touch()
+        time.sleep(3600)
 
 
 def _recover(directory: Path) -> None:

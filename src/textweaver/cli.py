@@ -64,8 +64,12 @@ def _root(
     """Train a small language model on any text you own, then generate new text in its style."""
 
 
+USER_SOURCES = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")  # where an option the user gave comes from
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     corpus: Annotated[
         list[str],
         typer.Argument(
@@ -157,7 +161,13 @@ def train(
             help="Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False
         ),
     ] = None,
-    encoding: Annotated[str, typer.Option(help="Encoding of the corpus files.")] = "utf-8",
+    encoding: Annotated[
+        str,
+        typer.Option(
+            help="Encoding of the corpus files (utf-8, gb18030, big5, latin-1 ...), or auto: detect each "
+            "file's (charset-normalizer) and print what it chose."
+        ),
+    ] = "utf-8",
     errors: Annotated[
         str, typer.Option(help="On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")
     ] = "strict",
@@ -235,7 +245,12 @@ def train(
 
     Ctrl-C (or SIGTERM) saves a checkpoint and exits; run the same command with --resume to go on.
     """
+    from textweaver.train import RESUMABLE_OVERRIDES
     from textweaver.train import train as run_training
+
+    # on --resume only the options given on this command line replace the run's stored ones (by name:
+    # typer may bring its own copy of click's ParameterSource)
+    given = [k for k in RESUMABLE_OVERRIDES if getattr(ctx.get_parameter_source(k), "name", "") in USER_SOURCES]
 
     config = TrainConfig(
         model=model, preset=preset, layers=layers, width=width, heads=heads, context=context, dropout=dropout,
@@ -247,7 +262,7 @@ def train(
         checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
         compile=compile, precision=precision, threads=threads, tensorboard=tensorboard,
     )  # fmt: skip
-    run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty())
+    run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty(), given=given)
 
 
 @app.command()
@@ -334,19 +349,34 @@ def generate(
 @app.command("eval")
 def evaluate(
     run_dir: RunDir,
-    file: Annotated[Path, typer.Argument(help="A text file to score.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Text files or folders to score (folders are searched with the run's --glob, as train does).",
+            show_default=False,
+        ),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object, with each file under 'files'.")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
 ) -> None:
-    """Score a model on a text file: nats/token, bits/char, perplexity, tokens, chars, unknown-token rate."""
+    """Score a model on text files: nats/token, bits/char, perplexity, tokens, chars, unknown-token rate,
+    over all files and (for several) per file."""
     from textweaver.api import load
 
-    result = load(run_dir, device).evaluate(file)
+    result = load(run_dir, device).evaluate(files)
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(result, ensure_ascii=False))
         return
+    per_file = result.pop("files")
     for name, value in result.items():
         print(f"{name:>15}: {value:.4f}" if isinstance(value, float) else f"{name:>15}: {value:,}")
+    if len(per_file) > 1:
+        print()
+        for f in per_file:
+            print(f"{f['bits_per_char']:8.4f} bits/char {f['nats_per_token']:8.4f} nats/token "
+                  f"{f['tokens']:>12,} tokens  {f['file']}")  # fmt: skip
 
 
 @app.command()

@@ -8,6 +8,7 @@ tokenizer's job.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import random
 import re
@@ -20,6 +21,8 @@ from pathlib import Path
 from textweaver.errors import TextweaverError
 from textweaver.tokenizer import preprocess
 
+AUTO_ENCODING = "auto"  # --encoding auto: detect each file's encoding (charset-normalizer)
+DETECT_BYTES = 1 << 20  # bytes read to detect an encoding
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt"}  # Tiny Shakespeare, public domain
 CHUNK_BYTES = 8 << 20
@@ -69,13 +72,53 @@ def resolve_paths(inputs: Sequence[str | Path], glob: str = "*.txt") -> list[Pat
     return files
 
 
+def detect_encoding(path: Path, offset: int = 0) -> str | None:
+    """The encoding charset-normalizer finds most likely for ``path``'s bytes around ``offset``, as
+    Python's codec name (``gb18030``, ``big5``, ``utf-8`` ...); None when it has no guess."""
+    from charset_normalizer import from_bytes
+
+    start = max(0, offset - DETECT_BYTES // 2)
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            sample = f.read(DETECT_BYTES)
+    except OSError:
+        return None
+    if start:  # begin after a newline: 0x0A is never inside a character of GB18030, Big5, Shift-JIS or UTF-8
+        sample = sample[sample.find(b"\n") + 1 :]
+    if len(sample) == DETECT_BYTES and b"\n" in sample:
+        sample = sample[: sample.rfind(b"\n") + 1]
+    best = from_bytes(sample).best()
+    return None if best is None else codecs.lookup(best.encoding).name
+
+
+def file_encoding(path: Path, options: CorpusOptions) -> str:
+    """The encoding ``path`` is read with: ``--encoding``, or the detected one for ``auto``."""
+    if options.encoding != AUTO_ENCODING:
+        return options.encoding
+    try:
+        stat = path.stat()
+    except OSError:
+        return "utf-8"  # reading it will report the problem
+    return _detected(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _detected(path: Path, size: int, mtime_ns: int) -> str:
+    """Detection once per version of a file (a corpus is read several times)."""
+    return detect_encoding(path) or "utf-8"
+
+
 def iter_text(path: Path, options: CorpusOptions) -> Iterator[str]:
     """Decoded text of ``path`` in chunks, with a one-line error naming the byte offset of bad input."""
+    encoding = file_encoding(path, options)
     try:
-        decoder = codecs.getincrementaldecoder(options.encoding)(errors=options.errors)
+        decoder = codecs.getincrementaldecoder(encoding)(errors=options.errors)
     except LookupError:
-        raise TextweaverError(f"unknown --encoding {options.encoding!r}: use e.g. utf-8, latin-1 or gb18030") from None
-    utf8 = codecs.lookup(options.encoding).name == "utf-8"
+        raise TextweaverError(
+            f"unknown --encoding {options.encoding!r}: use e.g. utf-8, latin-1, gb18030, big5 or auto"
+        ) from None
+    utf8 = codecs.lookup(encoding).name == "utf-8"
     offset = 0
     first = True
     try:
@@ -95,10 +138,13 @@ def iter_text(path: Path, options: CorpusOptions) -> Iterator[str]:
                     text = decoder.decode(chunk, final=final)
                 except UnicodeDecodeError as e:
                     at = offset - pending + e.start
-                    raise TextweaverError(
-                        f"{path}: invalid {options.encoding} at byte offset {at}: "
-                        "pass --encoding with the file's real encoding, or --errors replace"
-                    ) from None
+                    guess = detect_encoding(path, at)
+                    advice = (
+                        f"looks like {guess}: pass --encoding {guess} (or --encoding auto), or --errors replace"
+                        if guess and guess != codecs.lookup(encoding).name
+                        else "pass --encoding with the file's real encoding, or --errors replace"
+                    )
+                    raise TextweaverError(f"{path}: invalid {encoding} at byte offset {at}: {advice}") from None
                 if first and text:
                     text = text.removeprefix("\ufeff")
                     first = False

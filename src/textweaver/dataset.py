@@ -178,13 +178,24 @@ def _memmap(path: Path, dtype: np.dtype[Any]) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r")
 
 
-def encode_file(path: Path, tokenizer: Tokenizer, options: CorpusOptions) -> tuple[np.ndarray, int]:
-    """All ids of one file with the tokenizer's normalisation, and the characters they stand for."""
-    parts, chars = [], 0
-    for chunk in iter_preprocessed(path, options, tokenizer.lowercase, tokenizer.normalize):
-        ids, token_chars = _encode_chunk(tokenizer, chunk)
-        parts.append(ids.astype(tokenizer.id_dtype))
-        chars += int(token_chars.sum())
-    if not parts:
+@dataclass(frozen=True)
+class EncodedFile:
+    ids: np.ndarray  # memory-mapped from the scratch file
+    chars: int  # characters the ids stand for
+    unknown: int  # <unk> tokens among them
+
+
+def encode_file(path: Path, tokenizer: Tokenizer, options: CorpusOptions, scratch: Path) -> EncodedFile:
+    """All ids of one file with the tokenizer's normalisation, written to ``scratch`` chunk by chunk and
+    memory-mapped from it: memory stays bounded by one chunk whatever the size of the file."""
+    chars = unknown = count = 0
+    with scratch.open("wb") as f:
+        for chunk in iter_preprocessed(path, options, tokenizer.lowercase, tokenizer.normalize):
+            ids, token_chars = _encode_chunk(tokenizer, chunk)
+            ids.astype(tokenizer.id_dtype).tofile(f)
+            chars += int(token_chars.sum())
+            unknown += int(np.count_nonzero(ids == 0))
+            count += len(ids)
+    if count == 0:
         raise TextweaverError(f"{path}: the file is empty: give a file that contains text")
-    return np.concatenate(parts), chars
+    return EncodedFile(_memmap(scratch, np.dtype(tokenizer.id_dtype)), chars, unknown)

@@ -50,10 +50,11 @@ def score(
     context = model.config.context
     streams = max(1, min(batch_size, (n - 1) // context))
     length = (n - 1) // streams
-    data = torch.from_numpy(np.asarray(ids[: streams * length + 1]).astype(np.int64)).to(device)
     shard = slice(None) if ranks is None else slice(ranks.rank, None, ranks.world_size)
-    x_all = data[:-1].view(streams, length)[shard]  # (S, L), this rank's streams
-    y_all = data[1:].view(streams, length)[shard]
+    # (S, L) views of this rank's streams: ``ids`` may be a memory map of any size, so only the window
+    # being scored is ever copied (and widened to int64)
+    x_all = np.asarray(ids[: streams * length]).reshape(streams, length)[shard]
+    y_all = np.asarray(ids[1 : streams * length + 1]).reshape(streams, length)[shard]
     carry = model.config.kind != "transformer"
     was_training = model.training
     model.eval()
@@ -61,9 +62,9 @@ def score(
     state = None
     with autocast or nullcontext():
         for j in range(0, length if len(x_all) else 0, context):
-            logits, new_state = model(x_all[:, j : j + context], state)
+            x, y = (torch.from_numpy(a[:, j : j + context].astype(np.int64)).to(device) for a in (x_all, y_all))
+            logits, new_state = model(x, state)
             state = new_state if carry else None
-            y = y_all[:, j : j + context]
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
     model.train(was_training)
     nats, tokens = float(total), float(len(x_all) * length)

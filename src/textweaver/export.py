@@ -33,11 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from textweaver import __version__, checkpoint
+from textweaver import __version__, checkpoint, runlock
 from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.generate import SLIDE_KEEP
 from textweaver.models import LanguageModel, num_parameters
+from textweaver.tokenizer import segments_chinese
 
 FORMATS = ("onnx", "web")
 QUANTIZE = ("int8", "fp16")
@@ -88,19 +89,27 @@ def export(
         raise TextweaverError(
             "the web page cannot tokenize --level bpe models yet: export --format onnx, or train with --level char"
         )
+    if fmt == "web" and segments_chinese(ckpt.tokenizer):  # tokenizer.js has no jieba
+        raise TextweaverError(
+            "the web page cannot segment Chinese into the words of this --level word model: export --format onnx, "
+            "or train with --level char"
+        )
     out = Path(out).absolute()  # a name even for '.'
     _check_out(out)
-    tmp = out.with_name(f".{out.name}.tmp")  # written whole, then swapped in: no half-written exports
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        files = _write(ckpt, tmp, fmt, quantize, title, description)
-    except BaseException:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}{runlock.LOCK}")  # beside it: the folder itself is replaced whole
+    with runlock.held(lock, f"the export folder {out}"):
+        tmp = out.with_name(f".{out.name}.tmp")  # written whole, then swapped in: no half-written exports
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+        tmp.mkdir(parents=True)
+        try:
+            files = _write(ckpt, tmp, fmt, quantize, title, description)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
     return ExportResult(out, files)
 
 

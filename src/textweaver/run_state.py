@@ -36,6 +36,9 @@ class RunState:
     segment_start: float = 0.0
     segment_tokens: int = 0
     last_save: float = 0.0
+    # (schedule progress, budget progress) where a resumed run's budget last changed: the learning
+    # rate goes on decaying from where it was instead of jumping back up the cosine
+    anchor: tuple[float, float] = (0.0, 0.0)
 
     def start_clock(self) -> None:
         self.segment_start = self.last_save = time.monotonic()
@@ -62,6 +65,18 @@ class RunState:
         if config.epochs:
             parts.append(self.tokens / (config.epochs * train_tokens))
         return min(max(parts), 1.0)
+
+    def schedule_progress(self, progress: float) -> float:
+        """The learning-rate schedule's progress for the budget's ``progress``: equal to it unless the
+        budget changed on a resume, then stretched from the anchor so it still rises to 1 at the end."""
+        at, since = self.anchor
+        if progress <= since or since >= 1.0:
+            return min(at, 1.0)
+        return min(at + (1.0 - at) * (progress - since) / (1.0 - since), 1.0)
+
+    def rebudget(self, old: TrainConfig, new: TrainConfig, train_tokens: int) -> None:
+        """A resume changed the budget: anchor the schedule where it is now."""
+        self.anchor = (self.schedule_progress(self.progress(old, train_tokens)), self.progress(new, train_tokens))
 
     def stop_reason(self, config: TrainConfig, train_tokens: int, interrupted: bool) -> str:
         if interrupted:
@@ -94,7 +109,7 @@ class RunState:
             "bad_evals": self.bad_evals, "last_eval_step": self.last_eval_step,
             "optimizer": optimizer.state_dict(), "batches": batches.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "rnn_state": rnn_state,
+            "rnn_state": rnn_state, "anchor": list(self.anchor),
         }  # fmt: skip
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -105,6 +120,8 @@ class RunState:
         self.train_loss, self.val_loss, self.val_bpc = state["train_loss"], state["val_loss"], state["val_bpc"]
         self.best_val_loss, self.bad_evals = state["best_val_loss"], state["bad_evals"]
         self.last_eval_step = state["last_eval_step"]
+        at, since = state.get("anchor", (0.0, 0.0))
+        self.anchor = (float(at), float(since))
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():
             with contextlib.suppress(RuntimeError):

@@ -13,11 +13,12 @@ Under ``torchrun`` the same loop runs in every process with DistributedDataParal
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import autoconfig, calibrate, checkpoint, distributed
+from textweaver import autoconfig, calibrate, checkpoint, distributed, runlock
 from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
@@ -39,7 +40,7 @@ from textweaver.config import (
     ModelConfig,
     TrainConfig,
 )
-from textweaver.corpus import CorpusOptions, resolve_paths
+from textweaver.corpus import AUTO_ENCODING, CorpusOptions, file_encoding, resolve_paths
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
 from textweaver.errors import TextweaverError
@@ -83,12 +84,21 @@ def train(
     resume: bool = False,
     progress: bool = True,
     console: Console | None = None,
+    given: Collection[str] | None = None,
 ) -> TrainResult:
+    """Train on ``corpus`` into ``out``. On ``resume`` the run keeps its stored settings except the
+    ``RESUMABLE_OVERRIDES`` named in ``given`` (the options the user set; the CLI knows them), which
+    take ``config``'s values; ``given=None`` counts those that differ from ``TrainConfig()``'s."""
     config = config or TrainConfig()
+    if given is None:
+        defaults = TrainConfig()
+        given = [k for k in RESUMABLE_OVERRIDES if getattr(config, k) != getattr(defaults, k)]
     ranks, device_name = distributed.from_environment(config.device)
     console = console or Console(stderr=True, soft_wrap=True, quiet=not ranks.is_main)
     try:
-        result = _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks, device_name)
+        with runlock.run_locked(Path(out), enabled=ranks.is_main):
+            result = _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks,
+                            device_name, set(given))  # fmt: skip
         ranks.barrier()  # leave together: no rank tears the group down while rank 0 still writes
         return result
     finally:
@@ -104,14 +114,16 @@ def _train(
     console: Console,
     ranks: distributed.Dist,
     device_name: str,
+    given: set[str],
 ) -> TrainResult:
     last_dir = run_dir / "last"
 
     # ---- resume or start fresh
     saved = None
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TextweaverError(f"--out {run_dir}: exists and is not a directory: choose another --out")
+    previous = config  # the settings the run had before this command (a resumed run: its checkpoint's)
     checkpoint._recover(last_dir)
+    found = resume and (last_dir / checkpoint.CONFIG).is_file()
+    _agree_on_checkpoint(found, _saved_step(last_dir) if found else -1, run_dir, ranks)
     if (last_dir / checkpoint.CONFIG).is_file():
         if not resume:
             raise TextweaverError(
@@ -119,8 +131,18 @@ def _train(
             )
         saved = checkpoint.load(last_dir)
         trainer_state = checkpoint.load_trainer_state(saved.directory)
-        config = TrainConfig.from_dict({**saved.train_config, **{k: getattr(config, k) for k in RESUMABLE_OVERRIDES}})
+        previous = TrainConfig.from_dict(saved.train_config)
+        changed = {k: getattr(config, k) for k in RESUMABLE_OVERRIDES if k in given}
+        changed = {k: v for k, v in changed.items() if v != getattr(previous, k)}
+        config = dataclasses.replace(previous, **changed)
         console.print(f"resuming {last_dir} from step {trainer_state['step']}")
+        for name, value in changed.items():
+            console.print(f"--{name.replace('_', '-')}: {_shown(getattr(previous, name))} -> {_shown(value)}")
+        if changed.keys() & {"max_time", "max_steps", "epochs"}:
+            console.print(
+                "the budget counts the whole run (earlier segments included); the learning rate goes on "
+                "decaying from where it is to the new end"
+            )
     elif resume:
         console.print(f"no checkpoint in {last_dir}: starting a fresh run")
     config.validate()
@@ -133,6 +155,10 @@ def _train(
 
     # ---- data
     paths = resolve_paths(corpus, config.glob)
+    if config.encoding == AUTO_ENCODING:
+        options = _data_options(config).corpus
+        for path in paths:
+            console.print(f"--encoding auto: {path} reads as {file_encoding(path, options)}")
     data = _prepare_once(paths, run_dir, config, ranks)
     if saved is not None and data.tokenizer != saved.tokenizer:
         raise TextweaverError(
@@ -244,6 +270,8 @@ def _train(
     with stop.installed(), Progress(*columns, console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("train", total=1000, info="")
         s.start_clock()
+        if _budget(previous) != _budget(config):
+            s.rebudget(previous, config, len(data.train))
         rnn_state = s.rnn_state
         while True:
             progress_frac = s.progress(config, len(data.train))
@@ -257,7 +285,8 @@ def _train(
                 checkpoint_due = bool(due_any)
             if stopped:
                 break
-            lr = learning_rate(s.step, progress_frac, config.lr, config.warmup_steps, config.min_lr_ratio)
+            lr = learning_rate(s.step, s.schedule_progress(progress_frac), config.lr, config.warmup_steps,
+                               config.min_lr_ratio)  # fmt: skip
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y, reset = batches.next()
@@ -392,18 +421,36 @@ def _data_options(config: TrainConfig) -> DataOptions:
 
 
 def _prepare_once(paths: list[Path], run_dir: Path, config: TrainConfig, ranks: distributed.Dist) -> EncodedCorpus:
-    """Rank 0 encodes the corpus into the cache while the others wait, then all open it."""
-    error: TextweaverError | None = None
-    if ranks.is_main:
-        try:
-            data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
-        except TextweaverError as e:
-            error = e
-    if ranks.max([float(error is not None)])[0]:
-        raise error or TextweaverError("rank 0 could not read the corpus: see its message")
-    if not ranks.is_main:
-        data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+    """Rank 0 encodes the corpus into the cache while the others wait; then the first process of every
+    other node opens it, or, where --out is node-local storage, encodes its node's copy; then the rest
+    open their node's. No two processes ever write one cache."""
+    data: EncodedCorpus | None = None
+    for turn in ("main", "node", "rest"):
+        mine = {"main": ranks.is_main, "node": not ranks.is_main and ranks.local_rank == 0,
+                "rest": data is None and ranks.local_rank != 0}[turn]  # fmt: skip
+        error: TextweaverError | None = None
+        if mine:
+            try:
+                data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+            except TextweaverError as e:
+                error = e
+        if ranks.max([float(error is not None)])[0]:
+            raise error or TextweaverError("another process could not read the corpus: see rank 0's message")
+    assert data is not None
     return data
+
+
+def _agree_on_checkpoint(found: bool, step: int, run_dir: Path, ranks: distributed.Dist) -> None:
+    """Every process must resume from the same checkpoint: on node-local storage only rank 0's node
+    would see it, and the others would silently start afresh."""
+    if not ranks.enabled:
+        return
+    most_found, least_found, most_step, least_step = ranks.max([float(found), -float(found), step, -step])
+    if most_found != -least_found or most_step != -least_step:
+        raise TextweaverError(
+            f"{run_dir / 'last'}: not every process sees the same checkpoint (--out on node-local storage?): "
+            "resuming a multi-node run needs --out on a file system every node shares"
+        )
 
 
 def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
@@ -417,6 +464,21 @@ def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
         raise TextweaverError(
             f"{names}: too little text for a validation split: give more text or a larger --val-fraction"
         )
+
+
+def _saved_step(last_dir: Path) -> int:
+    try:
+        return int(json.loads((last_dir / checkpoint.CONFIG).read_text(encoding="utf-8"))["metrics"]["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -2  # unreadable here: loading reports it
+
+
+def _budget(config: TrainConfig) -> tuple[float | None, ...]:
+    return config.max_time, config.max_steps, config.epochs
+
+
+def _shown(value: object) -> str:
+    return "off" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _budget_dropout(
