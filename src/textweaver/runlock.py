@@ -32,16 +32,25 @@ def held(lock: Path, what: str) -> Iterator[None]:
     try:
         file_lock.acquire()
     except Timeout:
-        pid = holder.read_text().strip() if holder.is_file() else "unknown"
+        try:
+            pid = holder.read_text().strip() or "unknown"
+        except OSError:
+            pid = "unknown"
         raise TextweaverError(
             f"{what} is in use by another textweaver process (pid {pid}): wait for it to end or stop it, "
             "or choose another --out"
         ) from None
+    except OSError as e:  # a read-only folder, a full disk
+        raise TextweaverError(
+            f"{lock}: cannot take the lock ({e.strerror or e}): free disk space or choose another --out"
+        ) from None
     try:
-        holder.write_text(f"{os.getpid()}\n")
+        with contextlib.suppress(OSError):  # the pid is only for the message; a full disk must not stop here
+            holder.write_text(f"{os.getpid()}\n")
         yield
     finally:
-        holder.unlink(missing_ok=True)  # while still held: the next holder's pid is never removed
+        with contextlib.suppress(OSError):
+            holder.unlink(missing_ok=True)  # while still held: the next holder's pid is never removed
         file_lock.release()  # the empty lock file stays: removing it could let two processes hold it
 
 
