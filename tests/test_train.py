@@ -243,10 +243,13 @@ def test_divergence_stops_with_a_message_and_never_saves_nan_weights(
     assert all(p.isfinite().all() for p in saved.model.parameters())
 
 
-def test_patience_stops_when_validation_stops_improving(tmp_path: Path) -> None:
+def test_patience_stops_when_validation_stops_improving(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = train([SHAKESPEARE], tmp_path / "r", max_steps=400, patience=1, lr=1e-7, warmup_steps=1,
                    **{**TINY, "eval_every": 5})  # fmt: skip
     assert result.stopped == "patience" and result.steps < 400
+    capsys.readouterr()
+    assert train([SHAKESPEARE], tmp_path / "r", resume=True).stopped == "already-complete"
+    assert "--patience 1 ran out" in capsys.readouterr().err  # not "reached its budget"
 
 
 def test_word_level_reports_bits_per_character(tmp_path: Path) -> None:

@@ -333,9 +333,13 @@ def _train(
             f"stopped at step {s.step}; checkpoint saved. Resume with: textweaver train ... --out {run_dir} --resume"
         )
     elif stopped == "already-complete":
+        why = (
+            f"--patience {config.patience} ran out"
+            if config.patience and s.bad_evals >= config.patience
+            else "it already reached its budget"
+        )
         console.print(
-            f"{run_dir} already reached its budget at step {s.step}: nothing to do "
-            "(raise --max-time or --max-steps to go on)"
+            f"{run_dir}: {why} at step {s.step}: nothing to do (raise --max-time, --max-steps or --patience to go on)"
         )
     else:
         console.print(
