@@ -111,8 +111,9 @@ class TextModel:
         per_file: list[dict[str, Any]] = []
         sums = {"nats": 0.0, "tokens": 0, "scored_chars": 0.0, "chars": 0, "unknown": 0, "ids": 0}
         with tempfile.TemporaryDirectory(prefix="textweaver-eval-") as scratch:
+            ids_file = Path(scratch) / "ids.bin"  # one file at a time
             for file in files:
-                encoded = encode_file(file, self.tokenizer, options, Path(scratch) / f"{len(per_file)}.bin")
+                encoded = encode_file(file, self.tokenizer, options, ids_file)
                 if len(encoded.ids) < 2:
                     raise TextweaverError(f"{file}: too short to evaluate (needs at least 2 tokens)")
                 result = score(self.model, encoded.ids, batch_size, None, self.device)
@@ -120,8 +121,7 @@ class TextModel:
                     "nats": result.nats, "tokens": result.tokens, "unknown": encoded.unknown, "ids": len(encoded.ids),
                     "scored_chars": encoded.chars * result.tokens / len(encoded.ids), "chars": encoded.chars,
                 }  # fmt: skip
-                del encoded  # close the memory map before its scratch file goes
-                (Path(scratch) / f"{len(per_file)}.bin").unlink()
+                del encoded  # close the memory map before the next file overwrites its scratch file
                 per_file.append({"file": str(file), **_scores(**counts)})
                 sums = {k: sums[k] + counts[k] for k in sums}
         total = _scores(**sums)

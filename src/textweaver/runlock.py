@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from textweaver.errors import TextweaverError
 
 LOCK = ".lock"
-HOLDER = ".lock.pid"
+HOLDER = LOCK + ".pid"  # beside the lock: the holder's pid, for the message
 
 
 @contextlib.contextmanager

@@ -429,9 +429,8 @@ def _prepare_once(paths: list[Path], run_dir: Path, config: TrainConfig, ranks: 
     other node opens it, or, where --out is node-local storage, encodes its node's copy; then the rest
     open their node's. No two processes ever write one cache."""
     data: EncodedCorpus | None = None
-    for turn in ("main", "node", "rest"):
-        mine = {"main": ranks.is_main, "node": not ranks.is_main and ranks.local_rank == 0,
-                "rest": data is None and ranks.local_rank != 0}[turn]  # fmt: skip
+    # rank 0; then the first process of each other node; then everyone else (each takes one turn)
+    for mine in (ranks.is_main, not ranks.is_main and ranks.local_rank == 0, ranks.local_rank != 0):
         error: TextweaverError | None = None
         if mine:
             try:
