@@ -49,23 +49,30 @@ def test_bf16_is_used_only_where_it_measured_faster() -> None:
 
 
 def test_the_batch_grows_with_the_budget_and_the_model_grows_with_the_tokens_bought() -> None:
-    short = recipe_for(CHINESE_2MIN, BF16_FAST)
-    ten = recipe_for(Facts(662_263, 4_506, 896, 600.0, "cpu"), BF16_FAST)
+    short = recipe_for(CHINESE_2MIN, BF16_FAST)  # ~1.8M tokens
+    ten = recipe_for(Facts(662_263, 4_506, 896, 600.0, "cpu"), BF16_FAST)  # ~9M tokens
     hours = recipe_for(Facts(662_263, 4_506, 896, 4 * 3600.0, "cpu"), BF16_FAST)
     assert short.batch_size <= ten.batch_size <= hours.batch_size
-    assert ten.width == autoconfig.WIDTH_SMALL
-    assert hours.width == autoconfig.WIDTH_LARGE and hours.lr < short.lr
+    assert [r.width for r in (short, ten, hours)] == [256, 384, 512]
+    assert short.lr > ten.lr > hours.lr  # wider models take smaller steps
+    assert any("enough for a wider model" in r for r in ten.reasons)
+    # a wider model never steps with fewer than MIN_BATCH_TOKENS_WIDE tokens
+    assert ten.batch_size * ten.context >= autoconfig.MIN_BATCH_TOKENS_WIDE > short.batch_size * short.context
+    # the width follows the tokens bought, not the corpus: English gets the same sizes
+    english = [recipe_for(Facts(1_000_000, 65, 30, b, "cpu"), Speed(fp32=40_000.0)).width for b in (90, 600, 7200)]
+    assert english == [256, 384, 512]
 
 
 def test_the_large_vocabulary_rate_falls_once_the_budget_buys_many_passes() -> None:
     short = recipe_for(CHINESE_2MIN, BF16_FAST)  # ~1.8M tokens, under 3 passes: the big steps pay
-    ten = recipe_for(Facts(662_263, 4_506, 896, 600.0, "cpu"), BF16_FAST)  # ~9M tokens, ~14 passes
-    assert short.lr == autoconfig.LR_LARGE_VOCAB
-    assert autoconfig.LR < ten.lr < autoconfig.LR_LARGE_VOCAB
-    lr_reasons = [r for r in ten.reasons if r.startswith("lr ")]
-    assert len(lr_reasons) == 1 and "passes" in lr_reasons[0] and f"lr {ten.lr:g}" in lr_reasons[0]
-    # a small vocabulary keeps its rate however long the budget
-    english = recipe_for(Facts(1_000_000, 65, 30, 600.0, "cpu"), BF16_FAST)
+    # a small Chinese corpus: ~4.5M tokens (still the small width) are ~22 passes
+    many = recipe_for(Facts(200_000, 3_000, 700, 300.0, "cpu"), BF16_FAST)
+    assert short.lr == autoconfig.LR_LARGE_VOCAB and many.width == short.width
+    assert autoconfig.LR < many.lr < autoconfig.LR_LARGE_VOCAB
+    lr_reasons = [r for r in many.reasons if r.startswith("lr ")]
+    assert len(lr_reasons) == 1 and "passes" in lr_reasons[0] and f"lr {many.lr:g}" in lr_reasons[0]
+    # a small vocabulary keeps its rate however many passes
+    english = recipe_for(Facts(200_000, 65, 30, 300.0, "cpu"), BF16_FAST)
     assert english.lr == autoconfig.LR
 
 

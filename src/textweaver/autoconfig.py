@@ -17,11 +17,16 @@ import math
 from dataclasses import dataclass, field
 
 # The model: an LSTM wins per CPU minute on every corpus measured and generates ~6x faster than
-# the transformer (docs/performance.md); width grows with the tokens the budget buys.
+# the transformer (docs/performance.md). Its width grows with the tokens the budget buys (at the
+# small width's measured speed): (tokens from, width, its peak-rate cap). At ~3.5M tokens 2x384
+# matched 2x256 on Tiny Shakespeare (1.448 vs 1.447 at 90 s) on half the tokens; at ~6.6M the 2x384
+# won on Journey to the West (470 s: 4.192 vs 4.276, 2x512 4.200). Wider LSTMs take smaller steps.
 MODEL = "lstm"
 LAYERS = 2
-WIDTH_SMALL, WIDTH_LARGE = 256, 512
-LARGE_FROM_TOKENS = 40e6  # tokens a budget must buy before 2x512 pays over 2x256
+WIDTHS = ((0.0, 256, math.inf), (6e6, 384, 1e-2), (40e6, 512, 2e-3))
+# the wider models step with at least this many tokens: their matrices use the CPU better (2x384 on
+# Chinese: 7,994 tokens/s at 1,024 tokens a step, 10,356 at 2,048)
+MIN_BATCH_TOKENS_WIDE = 2048
 # Truncated-BPTT length: 64 steps (the state still carries over between windows); shorter windows
 # make each 1,024-token step 16 streams wide
 CONTEXT = 64
@@ -42,15 +47,14 @@ SHORTLIST_COVERAGE = 0.9
 # AdamW peak learning rate, per vocabulary: with a large vocabulary each token's embedding row is
 # updated rarely and gains from bigger steps (Journey to the West, 2 min: 3e-3 4.55, 6e-3 4.47,
 # 1e-2 4.37, 2e-2 4.32 nats/char); small vocabularies peaked near 6e-3 (Tiny Shakespeare, 90 s: 3e-3
-# 1.506, 6e-3 1.434, 1e-2 1.460). The wider model takes the smaller rate. The big steps pay only
+# 1.506, 6e-3 1.434, 1e-2 1.460). The big steps pay only
 # while the rows are updated rarely: once the budget buys more than FEW_PASSES passes over the corpus
 # they overshoot (Journey to the West, 470 s, ~10 passes, dropout 0.2: 2e-2 4.349, 1e-2 4.276), so
-# the rate falls as 1/sqrt(passes) from there, never below LR.
+# the rate falls as 1/sqrt(passes) from there, never below LR. The wider models cap it (WIDTHS).
 LR = 6e-3
 LR_LARGE_VOCAB = 2e-2
 LARGE_VOCAB = 1000
 FEW_PASSES = 6.0
-LR_WIDE = 2e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
 # bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
 BF16_MIN_SPEEDUP = 1.1
@@ -100,17 +104,19 @@ class Recipe:
 
 
 def choose_model(facts: Facts, speed: Speed | None = None) -> Recipe:
-    """The architecture: model type, depth, width and context; ``speed`` (of the small size) lets the
-    width grow with the tokens the budget buys."""
-    width, reason = WIDTH_SMALL, f"{LAYERS}x{WIDTH_SMALL}: the size that learns fastest in minutes"
+    """The architecture: model type, depth, width and context; ``speed`` (of the smallest width) lets
+    the width grow with the tokens the budget buys."""
+    bought = 0.0
     if facts.budget_s is not None and speed is not None:
         bought = max(speed.fp32, speed.bf16) * facts.budget_s * facts.world_size
-        if bought >= LARGE_FROM_TOKENS:
-            width = WIDTH_LARGE
-            reason = f"{LAYERS}x{WIDTH_LARGE}: the budget buys ~{bought / 1e6:.0f}M tokens, enough for a wider model"
-    lr = LR_WIDE if width == WIDTH_LARGE else LR_LARGE_VOCAB if facts.vocab_size >= LARGE_VOCAB else LR
+    _, width, cap = max(w for w in WIDTHS if bought >= w[0])
+    reason = f"{LAYERS}x{width}: the size that learns fastest in minutes"
+    if width != WIDTHS[0][1]:
+        reason = f"{LAYERS}x{width}: the budget buys ~{bought / 1e6:.0f}M tokens, enough for a wider model"
+    large_vocab = facts.vocab_size >= LARGE_VOCAB
+    lr = min(LR_LARGE_VOCAB if large_vocab else LR, cap)
     recipe = Recipe(MODEL, LAYERS, width, CONTEXT, lr=lr, reasons=[reason])
-    if lr == LR_LARGE_VOCAB:
+    if large_vocab:
         recipe.reasons.append(f"lr {lr:g}: {facts.vocab_size:,} tokens, each embedding row is updated rarely")
     recipe.cutoffs, head_reason = choose_head(facts, MODEL)
     recipe.reasons += [head_reason] if head_reason else []
@@ -150,15 +156,17 @@ def choose_schedule(recipe: Recipe, facts: Facts, speed: Speed, precision: str |
     steps = math.inf
     if facts.budget_s is not None:
         bought = tok_s * facts.budget_s
-        per_step = _clamp_pow2(bought / TARGET_STEPS, MIN_BATCH_TOKENS, MAX_BATCH_TOKENS)
+        low = MIN_BATCH_TOKENS if recipe.width == WIDTHS[0][1] else MIN_BATCH_TOKENS_WIDE
+        per_step = _clamp_pow2(bought / TARGET_STEPS, low, MAX_BATCH_TOKENS)
         steps = bought / per_step
         recipe.reasons.append(
             f"batch {per_step // recipe.context} x {recipe.context}: the budget buys ~{bought / 1e6:.1f}M tokens, "
             f"~{steps:,.0f} steps"
         )
         passes = bought / max(facts.train_tokens, 1)
-        if recipe.lr == LR_LARGE_VOCAB and passes > FEW_PASSES:
-            recipe.lr = float(f"{max(LR, LR_LARGE_VOCAB * math.sqrt(FEW_PASSES / passes)):.2g}")
+        fewer = float(f"{max(LR, LR_LARGE_VOCAB * math.sqrt(FEW_PASSES / passes)):.2g}") if passes > FEW_PASSES else 0
+        if facts.vocab_size >= LARGE_VOCAB and LR <= fewer < recipe.lr:
+            recipe.lr = fewer
             recipe.reasons = [r for r in recipe.reasons if not r.startswith("lr ")] + [
                 f"lr {recipe.lr:g}: {facts.vocab_size:,} tokens, but ~{passes:.0f} passes over the corpus update "
                 "each row often"

@@ -17,12 +17,14 @@ from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
     AUTO_DROPOUT_EPOCHS,
+    AUTO_DROPOUT_WIDTH,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
     MODEL_KINDS,
     PRESETS,
     ModelConfig,
     TrainConfig,
+    dropout_passes,
     parse_duration,
 )
 from textweaver.errors import TextweaverError
@@ -118,8 +120,9 @@ def train(
         float | None,
         typer.Option(
             help=f"Dropout between layers, 0-0.9. Default: {AUTO_DROPOUT} when --max-time buys more than "
-            f"{AUTO_DROPOUT_EPOCHS:g} passes over the corpus (judged from the run's own speed after "
-            f"{AUTO_DROPOUT_AFTER_STEPS} steps), else 0.",
+            f"{AUTO_DROPOUT_EPOCHS:g} passes over the corpus (fewer for models wider than {AUTO_DROPOUT_WIDTH}: "
+            f"{dropout_passes(384):.1f} at 384; judged from the run's own speed after {AUTO_DROPOUT_AFTER_STEPS} "
+            "steps), else 0.",
             show_default=False,
         ),
     ] = None,

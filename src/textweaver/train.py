@@ -34,11 +34,11 @@ from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
-    AUTO_DROPOUT_EPOCHS,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
     ModelConfig,
     TrainConfig,
+    dropout_passes,
 )
 from textweaver.corpus import AUTO_ENCODING, CorpusOptions, file_encoding, resolve_paths
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
@@ -310,7 +310,7 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             s.after_step(loss_value, x.numel() * ranks.world_size, lr)
             if config.dropout is None and s.step >= AUTO_DROPOUT_AFTER_STEPS:
-                config.dropout = _budget_dropout(config, s, len(data.train), ranks, console)
+                config.dropout = _budget_dropout(config, s, len(data.train), model_config.n_embd, ranks, console)
                 set_dropout(model, config.dropout)
             s.rnn_state = rnn_state
             bar.update(task, completed=1000 * s.progress(config, len(data.train)),
@@ -485,15 +485,16 @@ def _shown(value: object) -> str:
 
 
 def _budget_dropout(
-    config: TrainConfig, s: RunState, train_tokens: int, ranks: distributed.Dist, console: Console
+    config: TrainConfig, s: RunState, train_tokens: int, width: int, ranks: distributed.Dist, console: Console
 ) -> float:
-    """The budget rule: dropout for a run whose --max-time buys many passes over the corpus."""
+    """The budget rule: dropout for a run whose --max-time buys many passes over the corpus (fewer for
+    a wider model)."""
     if config.max_time is None or config.max_steps is not None or config.epochs is not None:
         return 0.0
     remaining = max(0.0, config.max_time - s.elapsed())
     epochs = (s.tokens + s.tokens_per_s() * remaining) / train_tokens
     (epochs,) = ranks.max([epochs])  # every rank takes the same decision
-    if epochs <= AUTO_DROPOUT_EPOCHS:
+    if epochs <= dropout_passes(width):
         return 0.0
     console.print(
         f"the budget buys ~{epochs:.0f} passes over the corpus: dropout {AUTO_DROPOUT} against overfitting "
