@@ -56,6 +56,7 @@ def test_the_batch_grows_with_the_budget_and_the_model_grows_with_the_tokens_bou
     assert [r.width for r in (short, ten, hours)] == [256, 384, 512]
     assert short.lr > ten.lr > hours.lr  # wider models take smaller steps
     assert any("enough for a wider model" in r for r in ten.reasons)
+    assert any(r.startswith("lr 0.01: the 2x384 takes smaller steps") for r in ten.reasons)
     # a wider model never steps with fewer than MIN_BATCH_TOKENS_WIDE tokens
     assert ten.batch_size * ten.context >= autoconfig.MIN_BATCH_TOKENS_WIDE > short.batch_size * short.context
     # the width follows the tokens bought, not the corpus: English gets the same sizes

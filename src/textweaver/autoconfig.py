@@ -116,7 +116,9 @@ def choose_model(facts: Facts, speed: Speed | None = None) -> Recipe:
     large_vocab = facts.vocab_size >= LARGE_VOCAB
     lr = min(LR_LARGE_VOCAB if large_vocab else LR, cap)
     recipe = Recipe(MODEL, LAYERS, width, CONTEXT, lr=lr, reasons=[reason])
-    if large_vocab:
+    if lr == cap:
+        recipe.reasons.append(f"lr {lr:g}: the {LAYERS}x{width} takes smaller steps")
+    elif large_vocab:
         recipe.reasons.append(f"lr {lr:g}: {facts.vocab_size:,} tokens, each embedding row is updated rarely")
     recipe.cutoffs, head_reason = choose_head(facts, MODEL)
     recipe.reasons += [head_reason] if head_reason else []
