@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from textweaver.config import ModelConfig
+
 # The model: an LSTM wins per CPU minute on every corpus measured and generates ~6x faster than
 # the transformer (docs/performance.md). Its width grows with the tokens the budget buys (at the
 # small width's measured speed): (tokens from, width, its peak-rate cap). At ~3.5M tokens 2x384
@@ -55,6 +57,8 @@ LR = 6e-3
 LR_LARGE_VOCAB = 2e-2
 LARGE_VOCAB = 1000
 FEW_PASSES = 6.0
+# Fine-tuning (--init-from): the trained weights need smaller steps than a fresh model's
+FINETUNE_LR = 2e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
 # bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
 BF16_MIN_SPEEDUP = 1.1
@@ -122,6 +126,15 @@ def choose_model(facts: Facts, speed: Speed | None = None) -> Recipe:
         recipe.reasons.append(f"lr {lr:g}: {facts.vocab_size:,} tokens, each embedding row is updated rarely")
     recipe.cutoffs, head_reason = choose_head(facts, MODEL)
     recipe.reasons += [head_reason] if head_reason else []
+    return recipe
+
+
+def finetune_model(source: ModelConfig) -> Recipe:
+    """Fine-tuning (``--init-from``): the source's model, the fine-tuning rate; batch, warmup and precision
+    then come from :func:`choose_schedule` as for any run."""
+    recipe = Recipe(source.kind, source.n_layer, source.n_embd, source.context, cutoffs=list(source.cutoffs),
+                    lr=FINETUNE_LR)  # fmt: skip
+    recipe.reasons.append(f"lr {FINETUNE_LR:g}: fine-tuning a trained {source.kind} {source.n_layer}x{source.n_embd}")
     return recipe
 
 

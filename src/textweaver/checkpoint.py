@@ -219,6 +219,16 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     return state
 
 
+def load_state(c: Checkpoint) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights as stored: CPU float32, a tied matrix once."""
+    return _load_weights(c.directory / WEIGHTS)
+
+
+def weights_digest(directory: Path) -> str:
+    """SHA-256 of a checkpoint's weights file: what a fine-tuned run records of its source."""
+    return _sha256(directory / WEIGHTS)
+
+
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))

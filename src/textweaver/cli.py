@@ -234,6 +234,16 @@ def train(
         int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)
     ] = None,
     tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard scalars to RUN_DIR/tensorboard.")] = True,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            "--init-from",
+            help="Fine-tune: start from this model (a run or checkpoint folder, or builtin:english, "
+            "builtin:chinese, builtin:shakespeare) instead of random weights. Its architecture, level and "
+            "vocabulary are kept; the corpus's new characters or words are added. Not with model options.",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -248,12 +258,14 @@ def train(
 
     Ctrl-C (or SIGTERM) saves a checkpoint and exits; run the same command with --resume to go on.
     """
+    from textweaver.finetune import SOURCE_OPTIONS
     from textweaver.train import RESUMABLE_OVERRIDES
     from textweaver.train import train as run_training
 
     # on --resume only the options given on this command line replace the run's stored ones (by name:
     # typer may bring its own copy of click's ParameterSource)
-    given = [k for k in RESUMABLE_OVERRIDES if getattr(ctx.get_parameter_source(k), "name", "") in USER_SOURCES]
+    options = RESUMABLE_OVERRIDES + SOURCE_OPTIONS
+    given = [k for k in options if getattr(ctx.get_parameter_source(k), "name", "") in USER_SOURCES]
 
     config = TrainConfig(
         model=model, preset=preset, layers=layers, width=width, heads=heads, context=context, dropout=dropout,
@@ -263,7 +275,7 @@ def train(
         max_time=parse_duration(max_time) if max_time is not None else None, max_steps=max_steps, epochs=epochs,
         patience=patience, eval_every=eval_every, eval_tokens=eval_tokens, sample_length=sample_length,
         checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
-        compile=compile, precision=precision, threads=threads, tensorboard=tensorboard,
+        compile=compile, precision=precision, threads=threads, tensorboard=tensorboard, init_from=init_from,
     )  # fmt: skip
     run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty(), given=given)
 

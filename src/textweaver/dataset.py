@@ -51,6 +51,7 @@ class DataOptions:
     normalize: str | None = None
     val_fraction: float = 0.1
     corpus: CorpusOptions = field(default_factory=CorpusOptions)
+    base: Tokenizer | None = None  # fine-tuning: the source model's tokenizer, extended with the corpus's new tokens
 
 
 def cache_key(paths: list[Path], options: DataOptions) -> str:
@@ -62,6 +63,7 @@ def cache_key(paths: list[Path], options: DataOptions) -> str:
         "level": options.level, "vocab_size": options.vocab_size, "lowercase": options.lowercase,
         "normalize": options.normalize, "val_fraction": options.val_fraction,
         "encoding": options.corpus.encoding, "errors": options.corpus.errors,
+        "base": None if options.base is None else hashlib.sha256(options.base.to_json().encode()).hexdigest(),
     }  # fmt: skip
     h.update(json.dumps(opts, sort_keys=True).encode())
     return h.hexdigest()[:20]
@@ -91,7 +93,7 @@ def _encode(paths: list[Path], directory: Path, options: DataOptions, seed: int)
     if sum(counts) == 0:
         names = ", ".join(str(p) for p in paths[:3])
         raise TextweaverError(f"{names}: the corpus is empty: give files that contain text")
-    tokenizer = counter.build(options.vocab_size)
+    tokenizer = counter.build(options.vocab_size, options.base)
     if tokenizer.level == "bpe":  # subword tokens exist only once build() has learned them: count them now
         counts = [_count_tokens(path, tokenizer, options) for path in paths]
 

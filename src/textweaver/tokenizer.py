@@ -424,7 +424,11 @@ class VocabCounter:
         self._word_counts.update(words)
         return len(words)
 
-    def build(self, vocab_size: int | None = None) -> Tokenizer:
+    def build(self, vocab_size: int | None = None, base: Tokenizer | None = None) -> Tokenizer:
+        """The tokenizer of the counted corpus; with ``base`` (fine-tuning), ``base``'s vocabulary with the
+        corpus's tokens it lacks appended, most frequent first, so every id of ``base`` keeps its meaning."""
+        if base is not None:
+            return self._extend(base, vocab_size)
         if self.level == "char":
             seen = np.nonzero(self._char_counts)[0]
             # most frequent first; ties by code point so the order is reproducible
@@ -436,6 +440,20 @@ class VocabCounter:
         ranked = sorted(self._word_counts.items(), key=lambda kv: (-kv[1], kv[0]))
         limit = (vocab_size or WORD_VOCAB_SIZE) - 1
         return WordTokenizer([UNK, *(w for w, _ in ranked[:limit])], self.lowercase, self.normalize)
+
+    def _extend(self, base: Tokenizer, vocab_size: int | None) -> Tokenizer:
+        if isinstance(base, BPETokenizer):  # byte-level: every text already encodes, nothing to add
+            return base
+        if isinstance(base, CharTokenizer):
+            seen = np.nonzero(self._char_counts)[0]
+            order = seen[np.lexsort((seen, -self._char_counts[seen]))]
+            return CharTokenizer([*base.vocab, *(c for c in map(chr, order) if c not in base.index)],
+                                 base.lowercase, base.normalize)  # fmt: skip
+        assert isinstance(base, WordTokenizer)
+        ranked = sorted(self._word_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        room = max(0, (vocab_size or WORD_VOCAB_SIZE) - len(base))
+        new = [w for w, _ in ranked if w not in base.index][:room]
+        return WordTokenizer([*base.vocab, *new], base.lowercase, base.normalize, base.segmenter)
 
 
 def make_tokenizer(data: dict[str, Any]) -> Tokenizer:

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import autoconfig, calibrate, checkpoint, distributed, runlock
+from textweaver import autoconfig, calibrate, checkpoint, distributed, finetune, runlock
 from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
@@ -92,7 +92,7 @@ def train(
     config = config or TrainConfig()
     if given is None:
         defaults = TrainConfig()
-        given = [k for k in RESUMABLE_OVERRIDES if getattr(config, k) != getattr(defaults, k)]
+        given = [k for k in RESUMABLE_OVERRIDES + finetune.SOURCE_OPTIONS if getattr(config, k) != getattr(defaults, k)]
     ranks, device_name = distributed.from_environment(config.device)
     console = console or Console(stderr=True, soft_wrap=True, quiet=not ranks.is_main)
     try:
@@ -145,6 +145,10 @@ def _train(
             )
     elif resume:
         console.print(f"no checkpoint in {last_dir}: starting a fresh run")
+    source = None  # fine-tuning: the model a fresh run starts from (a resumed one has its own weights)
+    if saved is None and config.init_from:
+        source = finetune.load_source(config.init_from, config, given)
+        config = finetune.adopt(config, source)
     config.validate()
     if config.max_time is None and config.max_steps is None and config.epochs is None:
         config.max_time = DEFAULT_MAX_TIME
@@ -159,7 +163,9 @@ def _train(
         options = _data_options(config).corpus
         for path in paths:
             console.print(f"--encoding auto: {path} reads as {file_encoding(path, options)}")
-    data = _prepare_once(paths, run_dir, config, ranks)
+    # a fine-tuning run's vocabulary extends its source's (on resume: its own, which the corpus leaves as it is)
+    base = source.checkpoint.tokenizer if source else saved.tokenizer if saved and config.init_from else None
+    data = _prepare_once(paths, run_dir, dataclasses.replace(_data_options(config), base=base), config.seed, ranks)
     if saved is not None and data.tokenizer != saved.tokenizer:
         raise TextweaverError(
             f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
@@ -171,7 +177,7 @@ def _train(
     counts = np.bincount(data.train[:PRIOR_TOKENS], minlength=len(data.tokenizer)) if saved is None else None
     if counts is not None:
         choosing = time.monotonic()
-        config = _resolve_recipe(config, data, counts, paths, device, ranks)
+        config = _resolve_recipe(config, data, counts, paths, device, ranks, source)
         choosing = time.monotonic() - choosing  # the calibration counts against --max-time
     assert config.batch_size is not None and config.lr is not None and config.warmup_steps is not None
     if "recipe" in config.extra:
@@ -187,9 +193,17 @@ def _train(
     _check_memory(model_config, config.batch_size // ranks.world_size, device)
 
     # ---- model, optimizer, batches
-    model = saved.build_model(device) if saved else build_model(model_config).to(device)
-    if counts is not None:  # a fresh model
+    model = saved.build_model(device) if saved else build_model(model_config)
+    if source is not None and counts is not None:  # counts: a fresh run has them
+        added = finetune.load_weights(model, source, counts)
+        config.extra["init_from"]["added_tokens"] = added
+        console.print(
+            f"fine-tuning {source.spec} ({config.extra['init_from']['model']}, {len(source.checkpoint.tokenizer):,} "
+            f"tokens; the corpus adds {added:,}: {''.join(data.tokenizer.vocab[-added:][:20]) if added else 'none'})"
+        )
+    elif counts is not None:  # a fresh model
         set_unigram_prior(model, counts)
+    model.to(device)
     model.train()
     step_model: Any = model
     if ranks.enabled:
@@ -358,9 +372,11 @@ def _resolve_recipe(
     paths: list[Path],
     device: torch.device,
     ranks: distributed.Dist,
+    source: finetune.Source | None = None,
 ) -> TrainConfig:
-    """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; else the
-    preset's values. Then the precision. Options given explicitly always win."""
+    """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; when
+    fine-tuning, its schedule for the source's model; else the preset's values. Then the precision.
+    Options given explicitly always win."""
     vocab = len(data.tokenizer)
     ranked = np.sort(counts)[::-1]
     shortlist = int(np.searchsorted(np.cumsum(ranked), autoconfig.SHORTLIST_COVERAGE * ranked.sum()) + 1)
@@ -383,6 +399,11 @@ def _resolve_recipe(
         return dataclasses.replace(config, model=recipe.model, layers=recipe.layers, width=recipe.width,
                                    context=config.context or recipe.context, cutoffs=recipe.cutoffs)  # fmt: skip
 
+    precision = None if config.precision == "auto" else config.precision
+    if source is not None:
+        recipe = autoconfig.finetune_model(source.checkpoint.model_config)
+        recipe = autoconfig.choose_schedule(recipe, facts, speed_of(config), precision)
+        return _apply(config, recipe)
     if not config.automatic:
         preset = config.resolved_preset()
         warmup = DEFAULT_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
@@ -402,14 +423,18 @@ def _resolve_recipe(
     if wider.width != recipe.width:
         wider.context = recipe.context
         recipe, speed = wider, speed_of(sized(wider))
-    precision = None if config.precision == "auto" else config.precision
     recipe = autoconfig.choose_schedule(recipe, facts, speed, precision)
+    return _apply(sized(recipe), recipe)
+
+
+def _apply(config: TrainConfig, recipe: autoconfig.Recipe) -> TrainConfig:
+    """``config`` with the recipe's batch, rate, warmup and precision where the user left them open."""
     recipe.batch_size = config.batch_size or recipe.batch_size
     if config.lr:  # the user's rate: the recipe's reason for its own no longer applies
         recipe.lr, recipe.reasons = config.lr, [r for r in recipe.reasons if not r.startswith("lr ")]
     recipe.warmup_steps = recipe.warmup_steps if config.warmup_steps is None else config.warmup_steps
     resolved = dataclasses.replace(
-        sized(recipe), batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
+        config, batch_size=recipe.batch_size, lr=recipe.lr, warmup_steps=recipe.warmup_steps,
         precision=recipe.precision,
     )  # fmt: skip
     resolved.extra = {**config.extra, "recipe": {"summary": recipe.summary(), "reasons": recipe.reasons}}
@@ -424,7 +449,9 @@ def _data_options(config: TrainConfig) -> DataOptions:
     )  # fmt: skip
 
 
-def _prepare_once(paths: list[Path], run_dir: Path, config: TrainConfig, ranks: distributed.Dist) -> EncodedCorpus:
+def _prepare_once(
+    paths: list[Path], run_dir: Path, options: DataOptions, seed: int, ranks: distributed.Dist
+) -> EncodedCorpus:
     """Rank 0 encodes the corpus into the cache while the others wait; then the first process of every
     other node opens it, or, where --out is node-local storage, encodes its node's copy; then the rest
     open their node's. No two processes ever write one cache."""
@@ -434,7 +461,7 @@ def _prepare_once(paths: list[Path], run_dir: Path, config: TrainConfig, ranks: 
         error: TextweaverError | None = None
         if mine:
             try:
-                data = prepare(paths, run_dir / "cache", _data_options(config), seed=config.seed)
+                data = prepare(paths, run_dir / "cache", options, seed=seed)
             except TextweaverError as e:
                 error = e
         if ranks.max([float(error is not None)])[0]:

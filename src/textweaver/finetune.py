@@ -1,0 +1,133 @@
+"""Fine-tuning: a run that starts from another model's weights (``train --init-from SOURCE``).
+
+SOURCE is any run or checkpoint folder or ``builtin:NAME``. The new run takes SOURCE's architecture
+and tokenizer; the tokens of the new corpus that SOURCE lacks are appended to its vocabulary (every
+old id keeps its meaning, see :meth:`textweaver.tokenizer.VocabCounter.build`) and their rows are
+initialised by :func:`load_weights`. Tokens of SOURCE that the new corpus never uses are kept: the
+model learns to give them little probability within the first steps, and keeping them lets the
+fine-tuned model still write them (the measurement is in docs/finetuning.md). The optimizer and the
+schedule start fresh, with the fine-tuning rate of :mod:`textweaver.autoconfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from textweaver import checkpoint
+from textweaver.config import TrainConfig
+from textweaver.errors import TextweaverError
+from textweaver.models import LanguageModel
+
+# options that describe the model: SOURCE fixes them, so giving one is a contradiction
+ARCHITECTURE_OPTIONS = ("model", "preset", "layers", "width", "heads", "context", "positional", "softmax")
+# options of the text-to-ids step: SOURCE's apply; giving a different one is a contradiction
+TOKENIZER_OPTIONS = ("level", "lowercase", "normalize")
+SOURCE_OPTIONS = ARCHITECTURE_OPTIONS + TOKENIZER_OPTIONS + ("vocab_size",)
+# how the rows of appended tokens start (measured against "random" in docs/finetuning.md)
+NEW_ROWS = "mean"
+
+
+@dataclass
+class Source:
+    spec: str  # as the user gave it
+    checkpoint: checkpoint.Checkpoint
+
+    @property
+    def record(self) -> dict[str, object]:
+        """What the fine-tuned run stores about where it started."""
+        c = self.checkpoint
+        return {
+            "source": self.spec, "weights_sha256": checkpoint.weights_digest(c.directory),
+            "model": f"{c.model_config.kind} {c.model_config.n_layer}x{c.model_config.n_embd}",
+            "vocab_size": len(c.tokenizer), "val_loss": c.metrics.get("best_val_loss"),
+        }  # fmt: skip
+
+
+def load_source(spec: str, config: TrainConfig, given: set[str]) -> Source:
+    """Read SOURCE and check that the options given agree with it (one line and nothing written if not)."""
+    clash = [name for name in ARCHITECTURE_OPTIONS if name in given]
+    if clash:
+        flag = "--" + clash[0].replace("_", "-")
+        raise TextweaverError(
+            f"{flag} was given with --init-from {spec}, which fixes the model: drop {flag} "
+            "(the run takes its architecture from the source)"
+        )
+    source = Source(spec, checkpoint.load(spec))
+    tokenizer = source.checkpoint.tokenizer
+    wanted = {"level": tokenizer.level, "lowercase": tokenizer.lowercase, "normalize": tokenizer.normalize}
+    for name, value in wanted.items():
+        if name in given and getattr(config, name) != value:
+            flag = "--" + name.replace("_", "-")
+            raise TextweaverError(
+                f"{flag} {getattr(config, name)} differs from --init-from {spec}, which was trained with "
+                f"{flag} {value}: drop {flag}, or start from a {flag} {getattr(config, name)} model"
+            )
+    if "vocab_size" in given and tokenizer.level != "word":
+        raise TextweaverError(
+            f"--vocab-size is for word-level fine-tuning; --init-from {spec} is {tokenizer.level} level and keeps "
+            "its vocabulary: drop --vocab-size"
+        )
+    return source
+
+
+def adopt(config: TrainConfig, source: Source) -> TrainConfig:
+    """``config`` with SOURCE's architecture and tokenizer options."""
+    m, t = source.checkpoint.model_config, source.checkpoint.tokenizer
+    return dataclasses.replace(
+        config, model=m.kind, preset=None, layers=m.n_layer, width=m.n_embd,
+        heads=m.n_head if m.kind == "transformer" else None, context=m.context, positional=m.positional,
+        cutoffs=list(m.cutoffs), softmax="adaptive" if m.cutoffs else "full",
+        level=t.level, lowercase=t.lowercase, normalize=t.normalize,
+        extra={**config.extra, "init_from": source.record},
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def load_weights(model: LanguageModel, source: Source, counts: np.ndarray, rows: str = NEW_ROWS) -> int:
+    """Copy SOURCE's weights into ``model``, whose vocabulary is SOURCE's plus appended tokens; returns how
+    many were appended. Their rows start as follows.
+
+    ``mean``: embedding and output rows are the mean of SOURCE's rows (an "average token", which the
+    model already knows how to carry forward), and output biases are the new corpus's log frequency of
+    each token on the scale of SOURCE's biases (the offset between SOURCE's biases and the new corpus's
+    log frequencies, averaged over the tokens both know), so a new token starts as likely as it is in
+    the corpus. ``random``: the rows a fresh model would get (the obvious alternative, for measurement).
+    """
+    base = checkpoint.load_state(source.checkpoint)
+    fresh = model.state_dict()
+    old_vocab = len(source.checkpoint.tokenizer)
+    added = model.config.vocab_size - old_vocab
+    log_p = np.log((counts.astype(np.float64) + 1.0) / (counts.sum() + len(counts)))
+    state = {}
+    for name, tensor in base.items():
+        target = fresh[name]
+        if tensor.shape == target.shape:
+            state[name] = tensor
+            continue
+        if tensor.shape[1:] != target.shape[1:] or target.shape[0] - tensor.shape[0] != added:
+            raise TextweaverError(
+                f"{source.spec}: its weight {name} {tuple(tensor.shape)} does not fit the fine-tuned model "
+                f"{tuple(target.shape)}: the checkpoint is damaged"
+            )
+        if rows == "random":
+            state[name] = torch.cat([tensor, target[tensor.shape[0] :]])
+        elif tensor.dim() > 1:
+            state[name] = torch.cat([tensor, tensor.mean(0, keepdim=True).expand(added, *tensor.shape[1:])])
+        else:  # an output bias over the vocabulary (or an adaptive cluster's tail of it)
+            first = old_vocab - tensor.shape[0]  # the id its first entry stands for
+            known = counts[first:old_vocab] > 0
+            offset = float(np.mean(tensor.numpy()[known] - log_p[first:old_vocab][known])) if known.any() else 0.0
+            new = torch.from_numpy(log_p[old_vocab:] + offset).to(tensor.dtype)
+            state[name] = torch.cat([tensor, new])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"head.weight"} if model.config.tie_weights else set()
+    if set(missing) - tied or unexpected:
+        raise TextweaverError(
+            f"{source.spec}: its weights do not fit its own config.json (missing {sorted(set(missing) - tied)[:3]}): "
+            "the checkpoint is damaged"
+        )
+    return added
