@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,21 @@ def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, 
 
 def nanogpt_iters_for(runner: Path, corpus: Path, tmp: Path, seconds: float) -> int:
     """nanoGPT's iterations that take ``seconds`` on this corpus: wall = start-up + iterations x rate."""
+    return nanogpt_timing(runner, corpus, tmp)(seconds)
+
+
+def nanogpt_timing(runner: Path, corpus: Path, tmp: Path) -> Callable[[float], int]:
+    """From two speed probes on this corpus: seconds -> nanoGPT's iterations that take that long."""
     (short, _), (long, _) = (nanogpt(runner, corpus, tmp / f"probe-{n}", n) for n in PROBE_ITERS)
     per_iter = max(long - short, 1e-3) / (PROBE_ITERS[1] - PROBE_ITERS[0])
     startup = max(0.0, short - PROBE_ITERS[0] * per_iter)
-    return round((seconds - startup) / per_iter)
+    return lambda seconds: round((seconds - startup) / per_iter)
 
 
-def textweaver(work: Path, wall: float, extra: list[str]) -> dict[str, Any]:
-    """Train textweaver on the runner's input.txt for ``wall`` seconds and score the same val split."""
-    run = work / "textweaver"
+def textweaver(work: Path, wall: float, extra: list[str], name: str = "textweaver") -> dict[str, Any]:
+    """Train textweaver on the runner's input.txt for ``wall`` seconds into ``work/name`` and score the same
+    val split."""
+    run = work / name
     cmd = [sys.executable, "-m", "textweaver", "train", str(work / "input.txt"), "--out", str(run),
            "--max-time", f"{wall:.1f}s", "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
     start = time.monotonic()

@@ -108,6 +108,7 @@ def test_fine_tuning_beats_training_from_scratch_on_the_same_steps(source: Path,
     assert record["source"] == str(source) and record["added_tokens"] == len(new) and record["model"] == "lstm 1x96"
     assert record["weights_sha256"] == checkpoint.weights_digest(checkpoint.resolve(source))
     assert saved["model"]["n_embd"] == 96 and saved["train"]["init_from"] == str(source)
+    assert load(tmp_path / "tuned").info()["init_from"] == f"{source} (lstm 1x96, {len(src_vocab)} tokens, +{len(new)})"
     text = load(tmp_path / "tuned").generate(prompt="KING", length=40, seed=1)
     assert text.startswith("KING") and len(text) == 44
 

@@ -142,12 +142,21 @@ class TextModel:
             "output": f"adaptive softmax {c.model_config.cutoffs}" if c.model_config.cutoffs else "softmax",
             "precision": c.train_config.get("precision"),
             "recipe": c.train_config.get("extra", {}).get("recipe", {}).get("summary"),
+            "init_from": _started_from(c.train_config.get("extra", {}).get("init_from")),
             "level": self.tokenizer.level,
             "vocab_size": len(self.tokenizer),
             "corpus": [f.get("path") for f in c.corpus.get("files", [])],
             "train_tokens": c.corpus.get("train_tokens"),
             "metrics": c.metrics,
         }
+
+
+def _started_from(record: dict[str, Any] | None) -> str | None:
+    """A fine-tuned run's source, as ``info`` shows it."""
+    if not record:
+        return None
+    added = record.get("added_tokens", 0)
+    return f"{record['source']} ({record['model']}, {record['vocab_size']:,} tokens, +{added:,})"
 
 
 def _scores(
