@@ -1,0 +1,75 @@
+"""Train a base model for fine-tuning (``--init-from``) from the public-domain corpora in ../shared.
+
+    python scripts/build_base.py chinese --out runs/base-zh          # builtin:chinese
+    python scripts/build_base.py english --out runs/base-en          # builtin:english
+    python scripts/build_base.py chinese-loo --out runs/base-zh-loo  # without xiyouji.txt (bench.finetune_gain)
+    python scripts/build_base.py english-loo --out runs/base-en-loo  # without alice_in_wonderland.txt
+
+The same command with the same --out resumes an interrupted build (training is step-limited, so the
+result does not depend on how often it was interrupted or on the machine's speed). Before training,
+each file is copied to OUT-corpus/ with what is not the book removed: Project Gutenberg's licence
+header and footer (outside its "*** START OF" / "*** END OF" lines), lines naming Project Gutenberg,
+and lines holding a web address (a download site's advertisement in xiyouji.txt). Line ends become
+"\n" (two of the Chinese files use "\r\n"). The SHA-256 of every source file is printed for
+src/textweaver/pretrained/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
+ENGLISH = ["tinyshakespeare.txt", "nietzsche.txt", "aesop_fables.txt", "war_and_peace.txt",
+           "pride_and_prejudice.txt", "alice_in_wonderland.txt", "sherlock_holmes.txt", "moby_dick.txt"]  # fmt: skip
+CHINESE = ["xiyouji.txt", "sanguo_yanyi.txt", "shuihu_zhuan.txt"]
+# name: (corpus files, model and training options); sizes keep each model under 25 MB of float32 weights
+COMMON = ["--model", "lstm", "--layers", "2", "--context", "64", "--batch-size", "64", "--dropout", "0.2",
+          "--precision", "bf16", "--eval-every", "250", "--seed", "1337", "--no-tensorboard"]  # fmt: skip
+ZH = [*COMMON, "--width", "448", "--lr", "5e-3"]
+EN = [*COMMON, "--width", "512", "--lr", "3e-3"]
+BASES = {
+    "english": (ENGLISH, [*EN, "--max-steps", "12000"]),
+    "english-loo": ([f for f in ENGLISH if f != "alice_in_wonderland.txt"], [*EN, "--max-steps", "8000"]),
+    "chinese": (CHINESE, [*ZH, "--max-steps", "8000"]),
+    "chinese-loo": ([f for f in CHINESE if f != "xiyouji.txt"], [*ZH, "--max-steps", "6000"]),
+}
+_NOT_BOOK = re.compile(r"https?://|www\.|Project Gutenberg", re.IGNORECASE)
+
+
+def book_only(text: str) -> str:
+    """The text without Project Gutenberg's licence header/footer and without lines naming it or a web address."""
+    start = re.search(r"^\*\*\* ?START OF.*$", text, re.MULTILINE)
+    end = re.search(r"^\*\*\* ?END OF.*$", text, re.MULTILINE)
+    text = text[start.end() if start else 0 : end.start() if end else len(text)]
+    return (
+        "".join(line for line in text.splitlines(keepends=True) if not _NOT_BOOK.search(line)).strip("\ufeff\r\n")
+        + "\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", choices=sorted(BASES))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--corpus-dir", type=Path, default=SHARED)
+    args = parser.parse_args()
+    files, options = BASES[args.base]
+    folder = args.out.with_name(args.out.name + "-corpus")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        raw = (args.corpus_dir / name).read_bytes()
+        print(f"{hashlib.sha256(raw).hexdigest()}  {name}")
+        (folder / name).write_text(book_only(raw.decode("utf-8")), encoding="utf-8")
+    cmd = [sys.executable, "-m", "textweaver", "train", *(str(folder / n) for n in files), "--out", str(args.out),
+           "--resume", "--no-progress", *options]  # fmt: skip
+    print(" ".join(cmd), flush=True)
+    sys.exit(subprocess.run(cmd).returncode)
+
+
+if __name__ == "__main__":
+    main()
