@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -275,10 +276,13 @@ def test_corpus_shorter_than_the_context_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The budget rule: 3 s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is chosen
-    (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is left alone."""
+    """The budget rule: 3 s at 1M tokens/s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is
+    chosen (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is
+    left alone. The speed is fixed and the decision taken at step 1, so a busy machine cannot change it."""
+    monkeypatch.setattr(importlib.import_module("textweaver.train"), "AUTO_DROPOUT_AFTER_STEPS", 1)
+    monkeypatch.setattr(RunState, "tokens_per_s", lambda self: 1e6)
     train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
     assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err
     saved = json.loads((tmp_path / "long" / "last" / "config.json").read_text())
