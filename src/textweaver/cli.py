@@ -238,8 +238,8 @@ def train(
         str | None,
         typer.Option(
             "--init-from",
-            help="Fine-tune: start from this model (a run or checkpoint folder, or builtin:english, "
-            "builtin:chinese, builtin:shakespeare) instead of random weights. Its architecture, level and "
+            help="Fine-tune: start from this model (a run or checkpoint folder, or builtin:shakespeare) "
+            "instead of random weights. Its architecture, level and "
             "vocabulary are kept; the corpus's new characters or words are added. Not with model options.",
             show_default=False,
         ),
