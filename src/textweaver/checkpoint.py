@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from textweaver import __version__
-from textweaver.config import ModelConfig
+from textweaver.config import PRETRAINED, ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, build_model
 from textweaver.tokenizer import Tokenizer, tokenizer_from_json
@@ -135,9 +135,6 @@ def _recover(directory: Path) -> None:
     old = directory.with_name(f".{directory.name}.old")
     if not directory.exists() and (old / CONFIG).is_file():
         os.replace(old, directory)
-
-
-PRETRAINED = ("shakespeare",)  # builtin:NAME models shipped in the package (see pretrained/README.md)
 
 
 def builtin_model_dir(name: str) -> Path:

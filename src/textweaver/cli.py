@@ -22,6 +22,7 @@ from textweaver.config import (
     DEFAULT_PRESET,
     MODEL_KINDS,
     PRESETS,
+    PRETRAINED,
     ModelConfig,
     TrainConfig,
     dropout_passes,
@@ -41,12 +42,12 @@ app = typer.Typer(
 
 # Typer may bundle its own copy of click, so take click's exception classes from Typer itself.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-
+BUILTINS = ", ".join("builtin:" + name for name in PRETRAINED)
 RunDir = Annotated[
     str,
     typer.Argument(
         help="A training run's --out folder (its best/, else last/), a checkpoint folder, "
-        "or builtin:shakespeare (the model shipped with textweaver)."
+        f"or a model shipped with textweaver: {BUILTINS}."
     ),
 ]
 
@@ -238,7 +239,7 @@ def train(
         str | None,
         typer.Option(
             "--init-from",
-            help="Fine-tune: start from this model (a run or checkpoint folder, or builtin:shakespeare) "
+            help=f"Fine-tune: start from this model (a run or checkpoint folder, or {BUILTINS}) "
             "instead of random weights. Its architecture, level and "
             "vocabulary are kept; the corpus's new characters or words are added. Not with model options.",
             show_default=False,
