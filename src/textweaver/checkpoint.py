@@ -52,16 +52,20 @@ class Checkpoint:
     def build_model(self, device: torch.device | str = "cpu") -> LanguageModel:
         """The model with its trained weights, in eval mode."""
         model = build_model(self.model_config)
-        state = _load_weights(self.directory / WEIGHTS)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        tied = {"head.weight"} if self.model_config.tie_weights else set()
-        if set(missing) - tied or unexpected:
-            raise TextweaverError(
-                f"{self.directory / WEIGHTS}: weights do not fit the model in config.json "
-                f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}): "
-                "the checkpoint was assembled from different runs"
-            )
+        fit_weights(model, _load_weights(self.directory / WEIGHTS), self.directory / WEIGHTS)
         return model.to(device).eval()
+
+
+def fit_weights(model: LanguageModel, state: dict[str, torch.Tensor], where: Path | str) -> None:
+    """Load ``state`` into ``model``; every weight must be there (a tied output layer excepted) and fit."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"head.weight"} if model.config.tie_weights else set()
+    if set(missing) - tied or unexpected:
+        raise TextweaverError(
+            f"{where}: weights do not fit the model in config.json "
+            f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}): "
+            "the checkpoint was assembled from different runs"
+        )
 
 
 def save(

@@ -123,11 +123,14 @@ def load_weights(model: LanguageModel, source: Source, counts: np.ndarray, rows:
             offset = float(np.mean(tensor.numpy()[known] - log_p[first:old_vocab][known])) if known.any() else 0.0
             new = torch.from_numpy(log_p[old_vocab:] + offset).to(tensor.dtype)
             state[name] = torch.cat([tensor, new])
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"head.weight"} if model.config.tie_weights else set()
-    if set(missing) - tied or unexpected:
-        raise TextweaverError(
-            f"{source.spec}: its weights do not fit its own config.json (missing {sorted(set(missing) - tied)[:3]}): "
-            "the checkpoint is damaged"
-        )
+    checkpoint.fit_weights(model, state, source.spec)
     return added
+
+
+def describe(source: Source, vocab: list[str], added: int) -> str:
+    """The line a fine-tuning run prints when it starts."""
+    new = "".join(vocab[len(vocab) - added :][:20]) if added else "none"
+    return (
+        f"fine-tuning {source.spec} ({source.record['model']}, {len(source.checkpoint.tokenizer):,} tokens; "
+        f"the corpus adds {added:,}: {new})"
+    )

@@ -197,10 +197,7 @@ def _train(
     if source is not None and counts is not None:  # counts: a fresh run has them
         added = finetune.load_weights(model, source, counts)
         config.extra["init_from"]["added_tokens"] = added
-        console.print(
-            f"fine-tuning {source.spec} ({config.extra['init_from']['model']}, {len(source.checkpoint.tokenizer):,} "
-            f"tokens; the corpus adds {added:,}: {''.join(data.tokenizer.vocab[-added:][:20]) if added else 'none'})"
-        )
+        console.print(finetune.describe(source, data.tokenizer.vocab, added))
     elif counts is not None:  # a fresh model
         set_unigram_prior(model, counts)
     model.to(device)
