@@ -6,8 +6,9 @@ tokens of the base that the new corpus never uses cost.
 
 RUN is a leave-one-out base (bench.finetune_gain). Every variant fine-tunes RUN on the corpus (LF, no
 BOM, first 90% for training, as nanoGPT's runner prepares it) for the same wall time and is scored on
-the last 10% in nats/char. ``KEY=X`` passes ``--KEY X`` (``lr=1e-3``, ``dropout=0``, ``warmup_steps=10``); ``rows=random`` starts the appended tokens'
-rows as a fresh model's instead of ``finetune.NEW_ROWS``. For the default run it also reports the
+the last 10% in nats/char. ``KEY=X`` passes ``--KEY X`` (``lr=1e-3``, ``dropout=0``,
+``warmup_steps=10``); ``rows=random`` starts the appended tokens' rows as a fresh model's instead of
+``finetune.NEW_ROWS``. For the default run it also reports the
 probability mass the fine-tuned model still gives, on the validation text, to tokens the training
 text never uses ("unused mass"), and the loss a model with those tokens pruned would have at best
 (that mass renormalised away), both over the validation positions a pruned model could score (those
