@@ -61,11 +61,11 @@ def book_only(text: str) -> str:
     )
 
 
-def build(base: str, out: Path, corpus_dir: Path, start: Path | None) -> int:
+def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str]) -> int:
     files, options, first = BASES[base]
     if first is not None and start is None:
         start = out.with_name(out.name + "-loo")
-        code = build(first, start, corpus_dir, None)
+        code = build(first, start, corpus_dir, None, extra)
         if code:
             return code
     folder = out.with_name(out.name + "-corpus")
@@ -75,7 +75,7 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None) -> int:
         print(f"{hashlib.sha256(raw).hexdigest()}  {name}")
         (folder / name).write_text(book_only(raw.decode("utf-8")), encoding="utf-8")
     cmd = [sys.executable, "-m", "textweaver", "train", *(str(folder / n) for n in files), "--out", str(out),
-           "--resume", "--no-progress", *options, *(["--init-from", str(start)] if first else [])]  # fmt: skip
+           "--resume", "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
     print(" ".join(cmd), flush=True)
     return subprocess.run(cmd).returncode
 
@@ -86,8 +86,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--from", dest="start", type=Path, help="the first stage's run (english/chinese only)")
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
+    parser.add_argument("extra", nargs="*", help="after --: options for textweaver train that do not change the result "
+                        "(--threads N)")  # fmt: skip
     args = parser.parse_args()
-    sys.exit(build(args.base, args.out, args.corpus_dir, args.start))
+    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, args.extra))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,49 @@ def test_it_generates_shakespeare_like_text(capsys: pytest.CaptureFixture[str]) 
 def test_an_unknown_builtin_model_is_refused() -> None:
     with pytest.raises(TextweaverError, match="unknown built-in model builtin:homer"):
         load("builtin:homer")
+
+
+# The base models for fine-tuning. Each is scored on an excerpt of its run's validation split (text it never
+# trained on; tests/data/README.md says where each comes from), against a figure measured on 2026-11-22
+# with a margin for other CPUs' arithmetic, not against the loss stored in its config.json.
+BASES = {  # name: (held-back excerpt, nats/char measured on it, a prompt)
+    "english": ("pride_heldback.txt", ENGLISH_MEASURED, "It is a truth universally acknowledged"),
+    "chinese": ("xiyouji_heldback.txt", CHINESE_MEASURED, "孙悟空"),
+}
+BASE_MARGIN = 0.02
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_a_base_model_fits_the_wheel_budget_and_loads_everywhere_a_run_does(name: str) -> None:
+    directory = builtin_model_dir(name)
+    assert sum(p.stat().st_size for p in directory.iterdir()) <= 25 * 1024 * 1024
+    info = load(f"builtin:{name}").info()
+    assert info["model"] == "lstm" and info["level"] == "char"
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_a_base_model_scores_its_held_back_excerpt_below_the_bar(name: str) -> None:
+    excerpt, measured, _ = BASES[name]
+    scores = load(f"builtin:{name}").evaluate(DATA / excerpt)
+    assert scores["unk_rate"] == 0.0 and scores["chars"] > 5_000
+    assert scores["nats_per_token"] < measured + BASE_MARGIN
+
+
+def test_the_english_base_writes_english(capsys: pytest.CaptureFixture[str]) -> None:
+    prompt = BASES["english"][2]
+    code, out, _ = run_cli(["generate", "builtin:english", "--prompt", prompt, "--length", "400", "--seed", "1"],
+                           capsys)  # fmt: skip
+    assert code == 0 and out.startswith(prompt)
+    words = [w.strip(".,:;!?'\"-").lower() for w in out[len(prompt) :].split()]
+    assert len(words) >= 50
+    assert sum(w in COMMON_ENGLISH for w in words) >= 0.3 * len(words), out
+    assert sum(ch.isascii() for ch in out) >= 0.99 * len(out), out
+
+
+def test_the_chinese_base_writes_chinese(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["generate", "builtin:chinese", "--prompt", "孙悟空", "--length", "300", "--seed", "1"],
+                           capsys)  # fmt: skip
+    assert code == 0 and out.startswith("孙悟空")
+    letters = [ch for ch in out if ch.isalpha()]
+    assert len(letters) >= 150
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in letters) >= 0.95 * len(letters), out
