@@ -86,10 +86,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--from", dest="start", type=Path, help="the first stage's run (english/chinese only)")
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
-    parser.add_argument("extra", nargs="*", help="after --: options for textweaver train that do not change the result "
-                        "(--threads N)")  # fmt: skip
-    args = parser.parse_args()
-    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, args.extra))
+    # any other option goes to textweaver train: only ones that do not change the result (--threads N)
+    args, extra = parser.parse_known_args()
+    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra))
 
 
 if __name__ == "__main__":
