@@ -41,11 +41,11 @@ SECOND = ["--batch-size", "64", "--dropout", "0.2", "--precision", "bf16", "--ev
 # name: (corpus files, options, the stage it starts from)
 BASES = {
     "english-loo": ([f for f in ENGLISH if f != "alice_in_wonderland.txt"],
-                    [*COMMON, "--width", "512", "--lr", "3e-3", "--max-steps", "6000"], None),
+                    [*COMMON, "--width", "512", "--lr", "3e-3", "--max-steps", "4000"], None),
     "chinese-loo": ([f for f in CHINESE if f != "xiyouji.txt"],
                     [*COMMON, "--width", "448", "--lr", "5e-3", "--max-steps", "6000"], None),
-    "english": (ENGLISH, [*SECOND, "--lr", "3e-3", "--warmup-steps", "100", "--max-steps", "3000"], "english-loo"),
-    "chinese": (CHINESE, [*SECOND, "--lr", "5e-3", "--warmup-steps", "100", "--max-steps", "3000"], "chinese-loo"),
+    "english": (ENGLISH, [*SECOND, "--lr", "3e-3", "--warmup-steps", "100", "--max-steps", "1000"], "english-loo"),
+    "chinese": (CHINESE, [*SECOND, "--lr", "5e-3", "--warmup-steps", "100", "--max-steps", "1500"], "chinese-loo"),
 }  # fmt: skip
 _NOT_BOOK = re.compile(r"https?://|www\.|Project Gutenberg", re.IGNORECASE)
 
