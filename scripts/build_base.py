@@ -77,7 +77,27 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
     cmd = [sys.executable, "-m", "textweaver", "train", *(str(folder / n) for n in files), "--out", str(out),
            "--resume", "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
     print(" ".join(cmd), flush=True)
-    return subprocess.run(cmd).returncode
+    code = subprocess.run(cmd).returncode
+    if code == 0:
+        report(out, [folder / name for name in files])
+    return code
+
+
+def report(out: Path, files: list[Path]) -> None:
+    """Each corpus's validation loss (its last 10%, which the run never trained on), for the README."""
+    import tempfile
+
+    from textweaver import load
+
+    model = load(out)
+    print("| corpus | validation characters | nats/char | bits/char |\n|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for file in files:
+            text = file.read_text(encoding="utf-8")
+            held = Path(tmp) / file.name
+            held.write_text(text[len(text) - round(len(text) * 0.1) :], encoding="utf-8")
+            s = model.evaluate(held)
+            print(f"| {file.name} | {s['chars']:,} | {s['nats_per_token']:.4f} | {s['bits_per_char']:.4f} |")
 
 
 def main() -> None:
@@ -87,7 +107,12 @@ def main() -> None:
     parser.add_argument("--from", dest="start", type=Path, help="the first stage's run (english/chinese only)")
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
     # any other option goes to textweaver train: only ones that do not change the result (--threads N)
+    parser.add_argument("--report", action="store_true", help="only print each corpus's validation loss of OUT")
     args, extra = parser.parse_known_args()
+    if args.report:
+        files, _, _ = BASES[args.base]
+        report(args.out, [args.out.with_name(args.out.name + "-corpus") / name for name in files])
+        return
     sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra))
 
 

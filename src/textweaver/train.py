@@ -181,7 +181,8 @@ def _train(
         choosing = time.monotonic() - choosing  # the calibration counts against --max-time
     assert config.batch_size is not None and config.lr is not None and config.warmup_steps is not None
     if "recipe" in config.extra:
-        console.print(f"auto: {config.extra['recipe']['summary']} ({'; '.join(config.extra['recipe']['reasons'])})")
+        reasons = config.extra["recipe"]["reasons"]
+        console.print(f"auto: {config.extra['recipe']['summary']}" + (f" ({'; '.join(reasons)})" if reasons else ""))
     if config.batch_size % ranks.world_size:
         raise TextweaverError(
             f"--batch-size {config.batch_size} must divide by the {ranks.world_size} processes: "
