@@ -26,7 +26,10 @@ import hashlib
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+from textweaver import load
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 ENGLISH = ["tinyshakespeare.txt", "nietzsche.txt", "aesop_fables.txt", "war_and_peace.txt",
@@ -85,10 +88,6 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
 
 def report(out: Path, files: list[Path]) -> None:
     """Each corpus's validation loss (its last 10%, which the run never trained on), for the README."""
-    import tempfile
-
-    from textweaver import load
-
     model = load(out)
     print("| corpus | validation characters | nats/char | bits/char |\n|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
