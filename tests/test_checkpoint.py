@@ -29,6 +29,15 @@ def test_a_run_holds_best_and_last_with_every_file(trained_run: Path) -> None:
     assert len(json.loads((trained_run / "best" / "prompts.json").read_text())) > 10
 
 
+def test_every_checkpoint_file_gets_the_permissions_the_umask_gives(trained_run: Path) -> None:
+    """A model another user or a web server must read is not private to its trainer (safetensors alone
+    writes 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "prompts.json"):
+        assert (trained_run / "best" / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
 def test_config_records_architecture_tokenizer_training_metrics_and_checksums(trained_run: Path) -> None:
     config = json.loads((trained_run / "last" / "config.json").read_text())
     assert config["format_version"] == checkpoint.FORMAT_VERSION

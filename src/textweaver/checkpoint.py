@@ -87,6 +87,7 @@ def save(
     tmp.mkdir(parents=True)
     try:
         save_file(_cpu_float_state(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / WEIGHTS).chmod(0o666 & ~_umask())  # safetensors writes 0600 whatever the umask; the rest follow it
         (tmp / TOKENIZER).write_text(tokenizer.to_json(), encoding="utf-8")
         (tmp / PROMPTS).write_text(json.dumps(prompts, ensure_ascii=False, indent=0), encoding="utf-8")
         if trainer_state is not None:
@@ -251,6 +252,12 @@ def _cpu_float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         t = tensor.detach().to("cpu")
         out[name] = (t.float() if t.is_floating_point() else t).contiguous().clone()
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _sha256(path: Path) -> str:
