@@ -1,5 +1,6 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - create .venv, install, train on the bundled corpus (~2 min), print samples
+#   make demo   - create .venv, install, train on the bundled corpus (90 s), print samples, then fine-tune
+#                 builtin:english on it for 1 minute and print a sample (~3 min in all)
 #   make test   - create .venv with dev tools, run lint, type checks and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,11 +16,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/textweaver train builtin:shakespeare --out runs/demo --max-time 2m --resume
+	$(VENV)/bin/textweaver train builtin:shakespeare --out runs/demo --max-time 90s --resume
 	@for t in 0.2 0.5 1.0; do \
 	  echo; echo "===== temperature $$t ====="; \
 	  $(VENV)/bin/textweaver generate runs/demo --prompt "ROMEO:" --length 400 --temperature $$t --seed 1; \
 	done
+	@echo; echo "===== the same text for 1 minute, fine-tuning builtin:english (docs/finetuning.md) ====="
+	$(VENV)/bin/textweaver train builtin:shakespeare --out runs/demo-finetuned --init-from builtin:english \
+	  --max-time 1m --resume
+	@echo; echo "===== fine-tuned, temperature 0.5 ====="
+	$(VENV)/bin/textweaver generate runs/demo-finetuned --prompt "ROMEO:" --length 400 --temperature 0.5 --seed 1
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,6 +88,25 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
     return code
 
 
+def ship(out: Path, target: Path) -> None:
+    """OUT's best checkpoint as a built-in model: the files as they are, except that config.json names the
+    corpus files and the first stage without this machine's folders (config.json is not checksummed)."""
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(out / "best", target)
+    for path in target.iterdir():
+        path.chmod(0o644)
+    config_path = target / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    for entry in config["corpus"]["files"]:
+        entry["path"] = Path(entry["path"]).name
+    started = config["train"].get("extra", {}).get("init_from")
+    if started:
+        started["source"] = Path(started["source"]).name
+        config["train"]["init_from"] = started["source"]
+    config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(f"{target}: {sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB")
+
+
 def report(out: Path, files: list[Path]) -> None:
     """Each corpus's validation loss (its last 10%, which the run never trained on), for the README."""
     model = load(out)
@@ -107,7 +128,11 @@ def main() -> None:
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
     # any other option goes to textweaver train: only ones that do not change the result (--threads N)
     parser.add_argument("--report", action="store_true", help="only print each corpus's validation loss of OUT")
+    parser.add_argument("--ship", type=Path, help="only copy OUT's best/ to this folder (pretrained/NAME)")
     args, extra = parser.parse_known_args()
+    if args.ship:
+        ship(args.out, args.ship)
+        return
     if args.report:
         files, _, _ = BASES[args.base]
         report(args.out, [args.out.with_name(args.out.name + "-corpus") / name for name in files])

@@ -23,6 +23,7 @@ MODELS = {
     "transformer": ["--preset", "tiny", "--model", "transformer"],
     "lstm-adaptive-softmax": ["--preset", "tiny", "--model", "lstm", "--softmax", "adaptive"],
     "automatic": ["--context", "32"],  # no model option: the recipe chooses, every rank alike
+    "fine-tuned": ["--init-from", "builtin:shakespeare"],  # every rank starts from the same weights
 }
 
 

@@ -133,6 +133,13 @@ def test_a_fine_tuned_chinese_model_learns_new_characters(tmp_path: Path) -> Non
     src, ft = checkpoint.load(tmp_path / "src").tokenizer, checkpoint.load(tmp_path / "ft").tokenizer
     new = set(ft.vocab[len(src) :])
     assert new and new == set((tmp_path / "b.txt").read_text(encoding="utf-8")) - set(src.vocab)
+    # over a thousand characters: the rows are updated rarely, and the fine-tuning rate is the larger one
+    from textweaver import autoconfig
+
+    assert len(ft) >= autoconfig.LARGE_VOCAB
+    assert json.loads((tmp_path / "ft" / "last" / "config.json").read_text())["train"]["lr"] == (
+        autoconfig.FINETUNE_LR_LARGE_VOCAB
+    )
 
 
 @pytest.mark.parametrize(

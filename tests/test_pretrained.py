@@ -16,6 +16,58 @@ from conftest import run_cli
 # (HELD_OUT_MEASURED) with a margin for other CPUs' arithmetic; a damaged or retrained-worse model fails it
 HELD_OUT_MEASURED = 1.4517  # (its own training excerpt scores 1.225: the reason not to test on that)
 HELD_OUT_BAR = HELD_OUT_MEASURED + 0.02
+DATA = Path(__file__).parent / "data"
+ENGLISH_MEASURED = 1.1330  # builtin:english on tests/data/pride_heldback.txt, nats/char, measured 2026-11-22
+CHINESE_MEASURED = 4.3229  # builtin:chinese on tests/data/xiyouji_heldback.txt, nats/char, measured 2026-11-22
+COMMON_ENGLISH = set(
+    [
+        "the",
+        "and",
+        "to",
+        "of",
+        "a",
+        "i",
+        "in",
+        "that",
+        "was",
+        "he",
+        "it",
+        "his",
+        "her",
+        "you",
+        "with",
+        "as",
+        "for",
+        "had",
+        "is",
+        "she",
+        "not",
+        "at",
+        "but",
+        "be",
+        "my",
+        "on",
+        "have",
+        "him",
+        "by",
+        "said",
+        "all",
+        "so",
+        "this",
+        "which",
+        "from",
+        "they",
+        "me",
+        "were",
+        "what",
+        "no",
+        "we",
+        "one",
+        "there",
+        "an",
+        "or",
+    ]
+)
 
 
 def test_the_builtin_model_is_small() -> None:
@@ -95,3 +147,14 @@ def test_the_chinese_base_writes_chinese(capsys: pytest.CaptureFixture[str]) -> 
     letters = [ch for ch in out if ch.isalpha()]
     assert len(letters) >= 150
     assert sum("\u4e00" <= ch <= "\u9fff" for ch in letters) >= 0.95 * len(letters), out
+
+
+def test_a_base_model_is_a_fine_tuning_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    code, _, err = run_cli(["train", str(DATA / "xiyouji_excerpt.txt"), "--out", str(run), "--init-from",
+                            "builtin:chinese", "--max-steps", "3", "--batch-size", "4", "--no-tensorboard",
+                            "--no-progress", "--eval-every", "3", "--sample-length", "10"], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "fine-tuning builtin:chinese (lstm 2x448" in err
+    info = load(run).info()
+    assert info["init_from"].startswith("builtin:chinese (lstm 2x448") and info["vocab_size"] >= 5_000

@@ -57,8 +57,14 @@ LR = 6e-3
 LR_LARGE_VOCAB = 2e-2
 LARGE_VOCAB = 1000
 FEW_PASSES = 6.0
-# Fine-tuning (--init-from): the trained weights need smaller steps than a fresh model's
-FINETUNE_LR = 2e-3
+# Fine-tuning (--init-from): the trained weights need smaller steps than a fresh model's, and, as for
+# a fresh model, a large vocabulary needs bigger ones (its rows are updated rarely; the tokens the
+# corpus appends start from the average row). Leave-one-out bases fine-tuned for 2 minutes
+# (bench/results/finetune_choices_*.md): Alice in Wonderland on the English base (129 characters):
+# 1e-3 1.150, 2e-3 1.230, 5e-3 1.280 nats/char; Journey to the West on the Chinese base (5,456):
+# 1e-3 4.316, 2e-3 4.209, 5e-3 4.120, 1e-2 4.135.
+FINETUNE_LR = 1e-3
+FINETUNE_LR_LARGE_VOCAB = 5e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
 # bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
 BF16_MIN_SPEEDUP = 1.1
@@ -129,12 +135,19 @@ def choose_model(facts: Facts, speed: Speed | None = None) -> Recipe:
     return recipe
 
 
-def finetune_model(source: ModelConfig) -> Recipe:
-    """Fine-tuning (``--init-from``): the source's model, the fine-tuning rate; batch, warmup and precision
-    then come from :func:`choose_schedule` as for any run."""
+def finetune_model(source: ModelConfig, vocab_size: int) -> Recipe:
+    """Fine-tuning (``--init-from``): the source's model, the fine-tuning rate for the run's vocabulary
+    (the source's and the appended tokens); batch, warmup and precision then come from
+    :func:`choose_schedule` as for any run."""
+    large_vocab = vocab_size >= LARGE_VOCAB
+    lr = FINETUNE_LR_LARGE_VOCAB if large_vocab else FINETUNE_LR
     recipe = Recipe(source.kind, source.n_layer, source.n_embd, source.context, cutoffs=list(source.cutoffs),
-                    lr=FINETUNE_LR)  # fmt: skip
-    recipe.reasons.append(f"lr {FINETUNE_LR:g}: fine-tuning a trained {source.kind} {source.n_layer}x{source.n_embd}")
+                    lr=lr)  # fmt: skip
+    model = f"{source.kind} {source.n_layer}x{source.n_embd}"
+    recipe.reasons.append(
+        f"lr {lr:g}: fine-tuning a trained {model}"
+        + (f"; {vocab_size:,} tokens, each embedding row is updated rarely" if large_vocab else "")
+    )
     return recipe
 
 

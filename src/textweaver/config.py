@@ -17,7 +17,8 @@ from textweaver.errors import TextweaverError
 from textweaver.tokenizer import check_normalize_form
 
 MODEL_KINDS = ("lstm", "gru", "transformer")
-PRETRAINED = ("shakespeare",)  # builtin:NAME models shipped in the package (see pretrained/README.md)
+# builtin:NAME models shipped in the package (see pretrained/README.md)
+PRETRAINED = ("shakespeare", "english", "chinese")
 DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
 LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16")

@@ -399,7 +399,7 @@ def _resolve_recipe(
 
     precision = None if config.precision == "auto" else config.precision
     if source is not None:
-        recipe = autoconfig.finetune_model(source.checkpoint.model_config)
+        recipe = autoconfig.finetune_model(source.checkpoint.model_config, facts.vocab_size)
         recipe = autoconfig.choose_schedule(recipe, facts, speed_of(config), precision)
         return _apply(config, recipe)
     if not config.automatic:
