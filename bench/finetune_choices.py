@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ from bench.finetune_gain import trained_on
 from bench.versus_nanogpt import SHARED, textweaver
 from textweaver import checkpoint
 
+NANOGPT = SHARED / "baselines" / "nanogpt"
 RANDOM_ROWS = (
     "import functools, runpy; from textweaver import finetune; "
     "finetune.load_weights = functools.partial(finetune.load_weights, rows='random'); "
@@ -40,12 +42,9 @@ RANDOM_ROWS = (
 
 
 def prepare(corpus: Path, work: Path) -> None:
-    """``work/input.txt`` (the whole text, LF, no BOM), ``train.txt`` (first 90%), ``val.txt`` (last 10%)."""
-    work.mkdir(parents=True, exist_ok=True)
-    text = corpus.read_text(encoding="utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
-    n = int(len(text) * 0.9)
-    for name, part in (("input.txt", text), ("train.txt", text[:n]), ("val.txt", text[n:])):
-        (work / name).write_text(part, encoding="utf-8", newline="\n")
+    """``work/input.txt``, ``train.txt`` and ``val.txt`` as nanoGPT's runner makes them (LF, no BOM, 90/10)."""
+    subprocess.run([sys.executable, str(NANOGPT / "prepare_corpus.py"), str(corpus), str(work)], check=True,
+                   capture_output=True)  # fmt: skip
 
 
 @torch.inference_mode()
@@ -85,18 +84,9 @@ def run_variant(work: Path, wall: float, base: str, variant: str) -> dict[str, A
     key, _, value = variant.partition("=")
     if key not in ("default", "rows"):
         extra += ["--" + key.replace("_", "-"), value]
-    if key != "rows":
-        return textweaver(work, wall, extra, variant.replace("=", "-"))
-    # the same command, with load_weights bound to the other way of starting appended rows
-    original = sys.executable
-    wrapper = work / "python-random-rows"
-    wrapper.write_text(f'#!/bin/sh\nshift 2\nexec {original} -c "{RANDOM_ROWS}" "$@"\n')
-    wrapper.chmod(0o755)
-    sys.executable = str(wrapper)
-    try:
-        return textweaver(work, wall, extra, variant.replace("=", "-"))
-    finally:
-        sys.executable = original
+    # rows=random: the same command, with load_weights bound to the other way of starting appended rows
+    code = ["-c", RANDOM_ROWS] if key == "rows" else None
+    return textweaver(work, wall, extra, variant.replace("=", "-"), code)
 
 
 def main() -> None:

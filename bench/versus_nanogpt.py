@@ -62,11 +62,13 @@ def nanogpt_timing(runner: Path, corpus: Path, tmp: Path) -> Callable[[float], i
     return lambda seconds: round((seconds - startup) / per_iter)
 
 
-def textweaver(work: Path, wall: float, extra: list[str], name: str = "textweaver") -> dict[str, Any]:
+def textweaver(
+    work: Path, wall: float, extra: list[str], name: str = "textweaver", train_code: list[str] | None = None
+) -> dict[str, Any]:
     """Train textweaver on the runner's input.txt for ``wall`` seconds into ``work/name`` and score the same
-    val split."""
+    val split. ``train_code``: the interpreter arguments that run the CLI (default ``-m textweaver``)."""
     run = work / name
-    cmd = [sys.executable, "-m", "textweaver", "train", str(work / "input.txt"), "--out", str(run),
+    cmd = [sys.executable, *(train_code or ["-m", "textweaver"]), "train", str(work / "input.txt"), "--out", str(run),
            "--max-time", f"{wall:.1f}s", "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
     start = time.monotonic()
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
