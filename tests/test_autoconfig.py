@@ -216,3 +216,23 @@ def test_a_fresh_run_starts_its_output_bias_at_the_corpus_frequencies(tmp_path: 
     counts = np.bincount(ids[: int(0.9 * len(ids))], minlength=len(model.tokenizer)) + 1.0
     bias = model.model.head.bias.detach().numpy()
     assert np.allclose(bias, np.log(counts / counts.sum()), atol=0.02)
+
+
+def test_each_model_is_timed_at_the_batch_it_will_train_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 pays more with bigger steps (a 2x512 LSTM: ~1.0x at 1,024 tokens, 1.24x at 2,048), so a wide
+    model - a wider fresh recipe or a fine-tuned base - is timed at the wide models' smallest batch."""
+    from textweaver import train
+
+    seen: list[tuple[int, int]] = []
+
+    def measure(config: ModelConfig, batch: int, device: torch.device) -> Speed:
+        seen.append((config.n_embd, batch * config.context))
+        return Speed(fp32=1e8, bf16=1e8)  # fast enough to buy the widest model in a second
+
+    monkeypatch.setattr(calibrate, "measure", measure)
+    train([SHAKESPEARE], tmp_path / "fresh", max_time=1, tensorboard=False, sample_length=20, eval_tokens=4096)
+    assert seen == [(256, autoconfig.MIN_BATCH_TOKENS), (512, autoconfig.MIN_BATCH_TOKENS_WIDE)]
+    seen.clear()
+    train([SHAKESPEARE], tmp_path / "tuned", init_from="builtin:english", max_steps=1, tensorboard=False,
+          sample_length=20, eval_tokens=4096)  # fmt: skip
+    assert seen == [(512, autoconfig.MIN_BATCH_TOKENS_WIDE)]

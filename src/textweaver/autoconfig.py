@@ -27,7 +27,8 @@ MODEL = "lstm"
 LAYERS = 2
 WIDTHS = ((0.0, 256, math.inf), (6e6, 384, 1e-2), (40e6, 512, 2e-3))
 # the wider models step with at least this many tokens: their matrices use the CPU better (2x384 on
-# Chinese: 7,994 tokens/s at 1,024 tokens a step, 10,356 at 2,048)
+# Chinese: 7,994 tokens/s at 1,024 tokens a step, 10,356 at 2,048); bf16 gains more from big steps too
+# (a 2x512 fine-tune of builtin:english: bf16 1.0x float32's speed at 1,024 tokens, 1.24x at 2,048)
 MIN_BATCH_TOKENS_WIDE = 2048
 # Truncated-BPTT length: 64 steps (the state still carries over between windows); shorter windows
 # make each 1,024-token step 16 streams wide
@@ -68,7 +69,6 @@ FINETUNE_LR_LARGE_VOCAB = 5e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
 # bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
 BF16_MIN_SPEEDUP = 1.1
-CALIBRATION_TOKENS = 1024  # batch x context of the calibration steps
 
 
 @dataclass(frozen=True)
@@ -184,8 +184,7 @@ def choose_schedule(recipe: Recipe, facts: Facts, speed: Speed, precision: str |
     steps = math.inf
     if facts.budget_s is not None:
         bought = tok_s * facts.budget_s
-        low = MIN_BATCH_TOKENS if recipe.width == WIDTHS[0][1] else MIN_BATCH_TOKENS_WIDE
-        per_step = _clamp_pow2(bought / TARGET_STEPS, low, MAX_BATCH_TOKENS)
+        per_step = _clamp_pow2(bought / TARGET_STEPS, min_batch_tokens(recipe.width), MAX_BATCH_TOKENS)
         steps = bought / per_step
         recipe.reasons.append(
             f"batch {per_step // recipe.context} x {recipe.context}: the budget buys ~{bought / 1e6:.1f}M tokens, "
@@ -203,6 +202,12 @@ def choose_schedule(recipe: Recipe, facts: Facts, speed: Speed, precision: str |
     recipe.batch_size = -(-per_step // recipe.context // world) * world  # rounded up to a multiple of world
     recipe.warmup_steps = int(min(MAX_WARMUP, max(MIN_WARMUP, WARMUP_FRACTION * steps)))
     return recipe
+
+
+def min_batch_tokens(width: int) -> int:
+    """The fewest tokens a step of a model this wide takes in a timed run; its speed (and whether bf16
+    pays, which grows with the batch) is measured at this size."""
+    return MIN_BATCH_TOKENS if width <= WIDTHS[0][1] else MIN_BATCH_TOKENS_WIDE
 
 
 def _clamp_pow2(x: float, low: int, high: int) -> int:

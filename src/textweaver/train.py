@@ -386,7 +386,7 @@ def _resolve_recipe(
 
     def speed_of(candidate: TrainConfig) -> autoconfig.Speed:
         model_config = candidate.model_config(vocab)
-        batch = max(1, autoconfig.CALIBRATION_TOKENS // model_config.context)
+        batch = max(1, autoconfig.min_batch_tokens(model_config.n_embd) // model_config.context)
         _check_sizes(data, model_config.context, paths)  # refuse impossible sizes before building anything
         _check_memory(model_config, max(batch, candidate.batch_size or 0), device)
         measured = calibrate.measure(model_config, batch, device)
