@@ -77,6 +77,24 @@ def test_the_large_vocabulary_rate_falls_once_the_budget_buys_many_passes() -> N
     assert english.lr == autoconfig.LR
 
 
+def test_the_fine_tuning_rate_falls_once_the_budget_buys_many_passes() -> None:
+    """Fine-tuning a 2x512 on Alice (133K characters): 1 minute is ~6 passes and keeps the measured rate;
+    5 minutes are ~25 and take smaller steps, as measured (1e-3 1.185, 4e-4 1.137 nats/char)."""
+    base = ModelConfig(kind="lstm", vocab_size=129, n_layer=2, n_embd=512, context=64)
+    speed = Speed(fp32=8_000.0, bf16=11_000.0)
+
+    def tuned(budget: float | None, vocab: int = 129) -> autoconfig.Recipe:
+        facts = Facts(train_tokens=133_000, vocab_size=vocab, shortlist=40, budget_s=budget, device="cpu")
+        return autoconfig.choose_schedule(autoconfig.finetune_model(base, vocab), facts, speed)
+
+    assert tuned(60).lr == autoconfig.FINETUNE_LR and tuned(None).lr == autoconfig.FINETUNE_LR
+    five = tuned(300)
+    assert 3e-4 < five.lr < 6e-4
+    lr_reasons = [r for r in five.reasons if r.startswith("lr ")]
+    assert len(lr_reasons) == 1 and "fine-tuning with ~25 passes" in lr_reasons[0]
+    assert 1e-3 < tuned(600, vocab=5_000).lr < autoconfig.FINETUNE_LR_LARGE_VOCAB  # the large-vocabulary rate too
+
+
 def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
     recipe = recipe_for(Facts(100_000, 65, 30, None, "cpu"), BF16_FAST)
     assert recipe.batch_size * recipe.context == autoconfig.MAX_BATCH_TOKENS

@@ -63,7 +63,9 @@ FEW_PASSES = 6.0
 # corpus appends start from the average row). Leave-one-out bases fine-tuned for 2 minutes
 # (bench/results/finetune_choices_*.md): Alice in Wonderland on the English base (129 characters):
 # 1e-3 1.150, 2e-3 1.230, 5e-3 1.280 nats/char; Journey to the West on the Chinese base (5,456):
-# 1e-3 4.316, 2e-3 4.209, 5e-3 4.120, 1e-2 4.135.
+# 1e-3 4.316, 2e-3 4.209, 5e-3 4.120, 1e-2 4.135. As for a fresh model, many passes over a small corpus
+# need smaller steps: beyond FEW_PASSES the rate falls as 1/sqrt(passes) (Alice, 5 minutes, ~25 passes:
+# 1e-3 1.185, 4e-4 1.137; bench/results/finetune_choices_alice_5min.md).
 FINETUNE_LR = 1e-3
 FINETUNE_LR_LARGE_VOCAB = 5e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
@@ -103,6 +105,7 @@ class Recipe:
     lr: float = LR
     warmup_steps: int = MAX_WARMUP
     precision: str = "fp32"
+    finetune: bool = False  # the weights come from a trained model (--init-from)
     reasons: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -142,7 +145,7 @@ def finetune_model(source: ModelConfig, vocab_size: int) -> Recipe:
     large_vocab = vocab_size >= LARGE_VOCAB
     lr = FINETUNE_LR_LARGE_VOCAB if large_vocab else FINETUNE_LR
     recipe = Recipe(source.kind, source.n_layer, source.n_embd, source.context, cutoffs=list(source.cutoffs),
-                    lr=lr)  # fmt: skip
+                    lr=lr, finetune=True)  # fmt: skip
     model = f"{source.kind} {source.n_layer}x{source.n_embd}"
     recipe.reasons.append(
         f"lr {lr:g}: fine-tuning a trained {model}"
@@ -191,17 +194,24 @@ def choose_schedule(recipe: Recipe, facts: Facts, speed: Speed, precision: str |
             f"~{steps:,.0f} steps"
         )
         passes = bought / max(facts.train_tokens, 1)
-        fewer = float(f"{max(LR, LR_LARGE_VOCAB * math.sqrt(FEW_PASSES / passes)):.2g}") if passes > FEW_PASSES else 0
-        if facts.vocab_size >= LARGE_VOCAB and LR <= fewer < recipe.lr:
+        slower = math.sqrt(FEW_PASSES / passes) if passes > FEW_PASSES else 1.0
+        fewer = float(f"{max(LR, LR_LARGE_VOCAB * slower):.2g}")
+        if recipe.finetune and slower < 1:
+            recipe.lr = float(f"{recipe.lr * slower:.2g}")
+            _reason(recipe, f"lr {recipe.lr:g}: fine-tuning with ~{passes:.0f} passes over the corpus (smaller steps)")
+        elif not recipe.finetune and facts.vocab_size >= LARGE_VOCAB and slower < 1 and LR <= fewer < recipe.lr:
             recipe.lr = fewer
-            recipe.reasons = [r for r in recipe.reasons if not r.startswith("lr ")] + [
-                f"lr {recipe.lr:g}: {facts.vocab_size:,} tokens, but ~{passes:.0f} passes over the corpus update "
-                "each row often"
-            ]
+            _reason(recipe, f"lr {recipe.lr:g}: {facts.vocab_size:,} tokens, but ~{passes:.0f} passes over the corpus "
+                    "update each row often")  # fmt: skip
     world = facts.world_size  # every process takes an equal share of the batch
     recipe.batch_size = -(-per_step // recipe.context // world) * world  # rounded up to a multiple of world
     recipe.warmup_steps = int(min(MAX_WARMUP, max(MIN_WARMUP, WARMUP_FRACTION * steps)))
     return recipe
+
+
+def _reason(recipe: Recipe, reason: str) -> None:
+    """Replace the reason for the learning rate."""
+    recipe.reasons = [r for r in recipe.reasons if not r.startswith("lr ")] + [reason]
 
 
 def min_batch_tokens(width: int) -> int:
