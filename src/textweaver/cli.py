@@ -29,6 +29,7 @@ from textweaver.config import (
     parse_duration,
 )
 from textweaver.errors import TextweaverError
+from textweaver.workspace import DEFAULT_WORKSPACE, MAX_UPLOAD
 
 app = typer.Typer(
     name="textweaver",
@@ -484,6 +485,23 @@ def serve(
 
     run_server(run_dir, host=host, port=port, device=device, title=title, description=description,
                workers=workers, queue=queue, timeout=timeout)  # fmt: skip
+
+
+@app.command()
+def studio(
+    workspace: Annotated[
+        str, typer.Option(help="Folder for the studio's texts and runs (created if missing).")
+    ] = DEFAULT_WORKSPACE,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; any other than 127.0.0.1 opens it to the network (no login).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    max_upload: Annotated[str, typer.Option(help="Largest text file accepted, e.g. 200MB, 1GB or 500KB.")] = MAX_UPLOAD,
+) -> None:
+    """A local web app: upload a text, train with a live loss chart, generate, download the web page."""
+    from textweaver.studio import serve_studio
+
+    serve_studio(workspace, host=host, port=port, max_upload=max_upload)
 
 
 @app.command()

@@ -1,0 +1,409 @@
+"""``textweaver studio``: train, watch, generate and publish from one local web page.
+
+The page (web/studio.html) talks to this JSON API; the workspace on disk (``workspace.py``) holds the
+texts and runs, and trainings run as separate ``textweaver train`` processes, one at a time.
+
+- ``GET /api/studio``: the choices (models, bases, built-in texts) and limits
+- ``GET /api/texts``, ``POST /api/texts?name=N&encoding=E`` (the file as the raw body, streamed to
+  disk), ``DELETE /api/texts/ID``
+- ``GET /api/runs``: every run and the queue; ``POST /api/runs``: a training (queued)
+- ``GET /api/runs/NAME``, ``PATCH`` (rename), ``DELETE``; ``POST /api/runs/NAME/stop`` and ``/resume``
+- ``GET /api/runs/NAME/metrics``, ``/samples``; ``GET /api/runs/NAME/events``: server-sent events
+  (``metrics``, ``sample``, ``status``) as the training writes them
+- ``POST /api/runs/NAME/generate/stream``: a sample as server-sent events (as ``serve``)
+- ``GET /api/runs/NAME/download?format=web|onnx&quantize=``: the exported page as a zip, or model.onnx
+
+Bad input gets a 4xx and a one-line ``message``. It listens on 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import weakref
+import zipfile
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.background import BackgroundTask
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from textweaver import __version__
+from textweaver.api import TextModel, load
+from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
+from textweaver.errors import TextweaverError
+from textweaver.export import QUANTIZE, WEB_DIR
+from textweaver.server import (
+    CSP,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_BODY_BYTES,
+    TIMEOUT_S,
+    EventStream,
+    GenerationSlots,
+    StreamParams,
+    _check_free,
+    _error,
+    _events,
+    _request,
+)
+from textweaver.workspace import (
+    BASES,
+    DEFAULT_WORKSPACE,
+    MAX_UPLOAD,
+    MODELS,
+    UNFINISHED,
+    Conflict,
+    NotFound,
+    RunRequest,
+    TooLarge,
+    Trainer,
+    Workspace,
+    parse_size,
+    read_metrics,
+)
+
+DEFAULT_BUDGET = "5m"
+STUDIO_FILES = {
+    "studio.html": "text/html", "studio.js": "text/javascript", "chart.js": "text/javascript",
+    "style.css": "text/css", "studio.css": "text/css",
+    "vendor/uplot/uPlot.iife.min.js": "text/javascript", "vendor/uplot/uPlot.min.css": "text/css",
+}  # fmt: skip
+EVENT_POLL_S = 0.5  # how often the server looks for new metrics while a run trains (the page is pushed to)
+UPLOAD_PATH = "/api/texts"
+
+
+class RunParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1, max_length=64, description="Text ids (GET /api/texts) or builtin:NAME.")
+    budget: str = Field(DEFAULT_BUDGET, max_length=32, description="Time budget: 30s, 5m, 1h30m.")
+    model: str = Field("auto", max_length=32, description="auto, or KIND PRESET such as 'lstm small'.")
+    init_from: str | None = Field(None, max_length=80, description="Fine-tune a base model or another run.")
+    name: str | None = Field(None, max_length=80, description="Run name; default: from the text's name.")
+
+
+class RenameParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=80)
+
+
+class BodyLimits:
+    """Uploads may be ``upload`` bytes (streamed to disk), every other request body ``other``: beyond, 413
+    and one line, before anything is read when the length is declared, else as soon as it is exceeded."""
+
+    def __init__(self, app: ASGIApp, upload: int, other: int) -> None:
+        self.app = app
+        self.limits = {True: upload, False: other}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        is_upload = scope["path"] == UPLOAD_PATH
+        limit = self.limits[is_upload]
+        error = TooLarge(limit) if is_upload else BodyTooLarge(f"request body larger than {limit:,} bytes")
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > limit:
+            return await _error(str(error), 413)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise error
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class BodyTooLarge(TextweaverError):
+    """413: a request body beyond its limit."""
+
+
+def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: int = 1) -> FastAPI:
+    """The studio for ``workspace`` (created if missing); trainings run ``parallel`` at a time."""
+    limit = parse_size(max_upload)
+    space = Workspace(Path(workspace), limit)
+    trainer = Trainer(space, parallel)
+    slots = GenerationSlots()
+    models: dict[str, tuple[float, TextModel]] = {}
+    models_lock = threading.Lock()
+    app = FastAPI(title="textweaver studio", version=__version__, description="Train, watch, generate, publish.")
+    app.add_middleware(BodyLimits, upload=limit, other=MAX_BODY_BYTES)
+    app.state.workspace, app.state.trainer = space, trainer
+    weakref.finalize(app, trainer.close)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
+        return _error("; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True)), 422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(str(exc.detail), exc.status_code, exc.headers)
+
+    @app.exception_handler(TextweaverError)
+    async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
+        status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
+        return _error(str(exc), 413 if isinstance(exc, TooLarge | BodyTooLarge) else status)
+
+    @app.get("/api/studio", summary="The choices and limits the page offers")
+    def studio() -> dict[str, Any]:
+        return {
+            "version": __version__, "models": MODELS, "bases": BASES, "budget": DEFAULT_BUDGET,
+            "builtin_texts": [BUILTIN_PREFIX + n for n in BUILTIN_CORPORA], "max_upload": limit,
+            "quantize": ["fp32", *QUANTIZE],
+        }  # fmt: skip
+
+    @app.get("/api/texts", summary="The uploaded texts with their statistics")
+    def texts() -> list[dict[str, Any]]:
+        return [asdict(t) for t in space.texts()]
+
+    @app.post(UPLOAD_PATH, status_code=201, summary="Upload one text file (the raw file as the body)")
+    async def upload(request: Request, name: str = "text.txt", encoding: str = "utf-8") -> dict[str, Any]:
+        if len(name) > 1000 or len(encoding) > 40:
+            raise TextweaverError("name or encoding too long")
+        info = await space.add_text(name, request.stream(), encoding)
+        return asdict(info)
+
+    @app.delete("/api/texts/{text_id}", status_code=204)
+    def delete_text(text_id: str) -> Response:
+        space.delete_text(text_id)
+        return Response(status_code=204)
+
+    @app.get("/api/runs", summary="Every run of the workspace, newest first, and the queue")
+    def runs() -> dict[str, Any]:
+        return {"runs": space.runs(), "queue": list(trainer.queue), "running": list(trainer.running)}
+
+    @app.post("/api/runs", status_code=201, summary="Start a training (it waits in the queue if another runs)")
+    def start(params: RunParams) -> dict[str, Any]:
+        record = space.new_run(RunRequest(**params.model_dump()))
+        trainer.submit(record.name)
+        return _summary(record.name)
+
+    @app.get("/api/runs/{name}", summary="One run: status, progress, best loss, its recipe")
+    def run(name: str) -> dict[str, Any]:
+        return _summary(name)
+
+    @app.patch("/api/runs/{name}", summary="Rename a run")
+    def rename(name: str, params: RenameParams) -> dict[str, Any]:
+        space.rename(name, params.name)
+        return _summary(params.name)
+
+    @app.delete("/api/runs/{name}", status_code=204, summary="Delete a run and its files")
+    def delete(name: str) -> Response:
+        with models_lock:
+            models.pop(name, None)
+        space.delete(name)
+        return Response(status_code=204)
+
+    @app.post("/api/runs/{name}/stop", summary="Stop: a training saves a checkpoint and ends")
+    def stop(name: str) -> dict[str, Any]:
+        trainer.stop(name)
+        return _summary(name)
+
+    @app.post("/api/runs/{name}/resume", summary="Resume a stopped, interrupted or failed run")
+    def resume(name: str) -> dict[str, Any]:
+        trainer.submit(name)
+        return _summary(name)
+
+    @app.get("/api/runs/{name}/metrics", summary="Every metrics record of a run")
+    def metrics(name: str) -> list[dict[str, Any]]:
+        return read_metrics(space.run_dir(name))[0]
+
+    @app.get("/api/runs/{name}/samples", summary="The samples written at each evaluation")
+    def samples(name: str) -> list[dict[str, Any]]:
+        return read_samples(space.run_dir(name))
+
+    @app.get("/api/runs/{name}/events", summary="Metrics, samples and status as server-sent events")
+    async def events(name: str, request: Request) -> Response:
+        run_dir = space.run_dir(name)
+        return StreamingResponse(_run_events(name, run_dir, request), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    @app.post("/api/runs/{name}/generate/stream", summary="Generate one sample from a run as server-sent events")
+    def generate(name: str, params: StreamParams) -> Response:
+        model = _model(name)
+        request = _request(model, params, 1)
+        deadline = time.monotonic() + TIMEOUT_S
+        ticket = slots.take_worker(deadline)
+        if ticket is None:
+            return _error("busy: too many generations are running; retry in a second", 503, {"Retry-After": "1"})
+        stream = _events(model, request, ticket, deadline, TIMEOUT_S)
+        weakref.finalize(stream, ticket.release)
+        return EventStream(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/runs/{name}/download", summary="The run as a web page (zip) or an ONNX model")
+    def download(name: str, format: str = "web", quantize: str = "fp32") -> Response:
+        from textweaver.export import export
+
+        run_dir = space.run_dir(name)
+        if format not in ("web", "onnx"):
+            raise TextweaverError(f"unknown format {format!r}: use web (a zip of the page) or onnx (model.onnx)")
+        if quantize not in ("fp32", *QUANTIZE) or (format == "onnx" and quantize != "fp32"):
+            raise TextweaverError(
+                f"quantize must be fp32, {' or '.join(QUANTIZE)} (the web page only), got {quantize!r}"
+            )
+        if not _has_model(run_dir):
+            raise Conflict(f"run {name!r} has no checkpoint yet: train it a little first")
+        tmp = Path(tempfile.mkdtemp(prefix="textweaver-download-"))
+        cleanup = BackgroundTask(shutil.rmtree, tmp, ignore_errors=True)
+        try:
+            site = export(run_dir, tmp / name, format, None if quantize == "fp32" else quantize)
+            if format == "onnx":
+                return FileResponse(site.directory / "model.onnx", filename=f"{name}.onnx", background=cleanup,
+                                    media_type="application/octet-stream")  # fmt: skip
+            archive = tmp / f"{name}-web.zip"
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+                for path in sorted(site.directory.rglob("*")):
+                    if path.is_file():
+                        z.write(path, Path(name) / path.relative_to(site.directory))
+            return FileResponse(archive, filename=archive.name, media_type="application/zip", background=cleanup)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        return _ui_file("studio.html")
+
+    @app.get("/{path:path}", include_in_schema=False)
+    def ui_file(path: str) -> Response:
+        if path not in STUDIO_FILES:
+            raise HTTPException(status_code=404, detail=f"{path}: not found")
+        return _ui_file(path)
+
+    def _summary(name: str) -> dict[str, Any]:
+        summary = space.summary(name)
+        summary["queue_position"] = trainer.position(name)
+        summary["recipe"] = _recipe(space.runs_dir / name)
+        return summary
+
+    def _model(name: str) -> TextModel:
+        run_dir = space.run_dir(name)
+        if not _has_model(run_dir):
+            raise Conflict(f"run {name!r} has no checkpoint yet: wait for its first evaluation")
+        stamp = max((run_dir / d / "config.json").stat().st_mtime for d in ("best", "last")
+                    if (run_dir / d / "config.json").is_file())  # fmt: skip
+        with models_lock:
+            cached = models.get(name)
+            if cached is None or cached[0] != stamp:  # a training saved a newer checkpoint
+                models[name] = (stamp, load(run_dir))
+            return models[name][1]
+
+    async def _run_events(name: str, run_dir: Path, request: Request) -> AsyncIterator[str]:
+        """Everything recorded so far, then what the training adds, until the run stops training."""
+        offset, samples_sent, status = 0, 0, None
+        while True:
+            records, offset = read_metrics(run_dir, offset)
+            for record in records:
+                yield _event("metrics", record)
+            found = read_samples(run_dir)
+            for sample in found[samples_sent:]:
+                yield _event("sample", sample)
+            samples_sent = len(found)
+            try:
+                summary = _summary(name)
+            except NotFound:
+                yield _event("status", {"status": "deleted", "message": "the run was deleted"})
+                return
+            if (summary["status"], summary["message"]) != status:
+                status = summary["status"], summary["message"]
+                yield _event("status", summary)
+            if summary["status"] not in UNFINISHED or await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENT_POLL_S)
+
+    return app
+
+
+def read_samples(run_dir: Path) -> list[dict[str, Any]]:
+    """``samples.txt`` as records: step, prompt and the text at each temperature."""
+    try:
+        text = (run_dir / "samples.txt").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    found = []
+    for block in re.split(r"^===== ", text, flags=re.MULTILINE)[1:]:
+        head, _, body = block.partition("\n")
+        m = re.match(r"step (\d+) \| prompt (.*)$", head)
+        if not m:
+            continue
+        parts = re.split(r"^--- temperature (\S+)\n", body, flags=re.MULTILINE)
+        texts = {parts[i]: parts[i + 1].removesuffix("\n") for i in range(1, len(parts) - 1, 2)}
+        found.append({"step": int(m.group(1)), "prompt": _unrepr(m.group(2)), "samples": texts})
+    return found
+
+
+def _unrepr(text: str) -> str:
+    import ast
+
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return value if isinstance(value, str) else text
+
+
+def _recipe(run_dir: Path) -> dict[str, Any] | None:
+    for d in ("last", "best"):
+        try:
+            config = json.loads((run_dir / d / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        train = config.get("train", {})
+        return {"model": config.get("model"), "reasons": train.get("extra", {}).get("recipe", {}).get("reasons", [])}
+    return None
+
+
+def _has_model(run_dir: Path) -> bool:
+    return any((run_dir / d / "config.json").is_file() for d in ("best", "last"))
+
+
+def _event(name: str, data: Any) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _ui_file(path: str) -> FileResponse:
+    return FileResponse(WEB_DIR / path, media_type=STUDIO_FILES[path], headers={"Content-Security-Policy": CSP})
+
+
+def serve_studio(
+    workspace: str | Path = DEFAULT_WORKSPACE,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_upload: str = MAX_UPLOAD,
+) -> None:
+    """Serve the studio until Ctrl-C; trainings still running then save a checkpoint and stop."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
+    app = create_app(workspace, max_upload)
+    _check_free(host, port)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can train, read and "
+              "delete the runs of this workspace (the studio has no authentication)", file=sys.stderr)  # fmt: skip
+    shown = f"[{host}]" if ":" in host else host
+    print(f"textweaver: studio for {Path(workspace).absolute()} at http://{shown}:{port}/; Ctrl-C stops",
+          file=sys.stderr)  # fmt: skip
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        app.state.trainer.close()

@@ -1,0 +1,205 @@
+"""The studio's API: texts in (limits, bad files, hostile names), trainings as separate processes (queue,
+stop, resume, a restarted studio), live events, generation and downloads."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from textweaver.studio import create_app, read_samples
+from textweaver.workspace import parse_size
+
+from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
+
+FAST = {"model": "lstm tiny"}  # trainings in tests: the smallest model, steps of a few milliseconds
+
+
+@pytest.fixture
+def studio(tmp_path: Path) -> Iterator[TestClient]:
+    app = create_app(tmp_path / "ws", max_upload="64KB")
+    with TestClient(app) as client:
+        yield client
+    app.state.trainer.close()
+
+
+def upload(client: TestClient, name: str, data: bytes, **params: str) -> Any:
+    return client.post("/api/texts", params={"name": name, **params}, content=data)
+
+
+def one_line(response: Any, status: int, pattern: str) -> str:
+    assert response.status_code == status, response.text
+    message = response.json()["message"]
+    assert "\n" not in message and pattern in message, message
+    return str(message)
+
+
+def wait_for(client: TestClient, name: str, statuses: tuple[str, ...], timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/runs/{name}").json()
+        if run["status"] in statuses:
+            return dict(run)
+        time.sleep(0.2)
+    raise AssertionError(f"{name} never reached {statuses}: {run}")
+
+
+def test_an_uploaded_text_is_stored_under_the_studios_own_name_with_its_statistics(studio: TestClient) -> None:
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    info = upload(studio, "../../etc/Shakespeare excerpt.txt", SHAKESPEARE.read_bytes()).json()
+    assert info["name"] == "Shakespeare excerpt.txt"  # the client's path is only a label
+    assert (info["characters"], info["distinct"], info["lines"]) == (len(text), len(set(text)), text.count("\n"))
+    assert (info["script"], info["encoding"], info["bytes"]) == ("Latin", "utf-8", SHAKESPEARE.stat().st_size)
+    root = Path(studio.app.state.workspace.root)  # type: ignore[attr-defined]
+    stored = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]
+    assert sorted(stored) == [f"texts/{info['id']}/meta.json", f"texts/{info['id']}/text.txt"]
+    chinese = upload(studio, "西游记.txt", XIYOUJI.read_bytes()[:30000].decode("utf-8", "ignore").encode()).json()
+    assert chinese["script"] == "Han" and chinese["name"] == "西游记.txt"
+    assert [t["id"] for t in studio.get("/api/texts").json()] == sorted([info["id"], chinese["id"]])
+    pasted = upload(studio, "pasted text", b"To be, or not to be.\n").json()
+    assert pasted["characters"] == 21 and pasted["lines"] == 1
+
+
+def test_bad_files_are_refused_in_one_line_and_leave_nothing_behind(studio: TestClient) -> None:
+    novel = XIYOUJI.read_text(encoding="utf-8")[:3000]
+    gbk = novel.encode("gb18030")
+    message = one_line(upload(studio, "novel.txt", gbk), 422, "novel.txt: invalid utf-8 at byte offset 0")
+    assert "looks like gb18030" in message  # the same advice as the CLI
+    ok = upload(studio, "novel.txt", gbk, encoding="gb18030").json()
+    assert ok["characters"] == len(novel) and ok["script"] == "Han"
+    one_line(upload(studio, "a.bin", b"text\0\1\2"), 422, "a.bin: looks like a binary file (NUL byte at byte offset 4)")
+    one_line(upload(studio, "empty.txt", b""), 422, "empty.txt: the file is empty")
+    one_line(upload(studio, "blank.txt", b" \n\n"), 422, "blank.txt: the file holds no text")
+    one_line(upload(studio, "big.txt", b"a" * (64 * 1024 + 1)), 413, "upload limit of 0.0625 MB (--max-upload)")
+    chunks = iter([b"b" * 40_000, b"b" * 40_000])  # no Content-Length: counted while it streams to disk
+    one_line(studio.post("/api/texts", params={"name": "s.txt"}, content=chunks), 413, "upload limit")
+    one_line(studio.post("/api/runs", content=b"{" + b" " * 70_000 + b"}"), 413, "request body larger than")
+    texts = Path(studio.app.state.workspace.texts_dir)  # type: ignore[attr-defined]
+    assert [p.name for p in texts.iterdir()] == [ok["id"]]
+
+
+def test_hostile_run_names_and_unknown_things_get_4xx_and_one_line(studio: TestClient) -> None:
+    text = upload(studio, "s.txt", SHAKESPEARE.read_bytes()).json()["id"]
+    for name in ("../escape", ".hidden", "a/b", "x" * 65, "sp ace"):
+        one_line(studio.post("/api/runs", json={"texts": [text], "name": name, **FAST}), 422, "bad run name")
+    one_line(studio.post("/api/runs", json={"texts": ["../../etc/passwd"]}), 404, "no such text")
+    one_line(studio.post("/api/runs", json={"texts": [text], "budget": "soon"}), 422, "cannot read 'soon'")
+    one_line(studio.post("/api/runs", json={"texts": [text], "model": "gpt 9"}), 422, "unknown model 'gpt 9'")
+    one_line(studio.post("/api/runs", json={"texts": [text], "init_from": "builtin:english", **FAST}), 422,
+             "keeps its base's model")  # fmt: skip
+    one_line(studio.get("/api/runs/nothing"), 404, "no such run")
+    one_line(studio.get("/api/runs/..%2F..%2Fetc"), 404, "not found")
+    one_line(studio.get("/api/runs/..hidden"), 422, "bad run name")
+    one_line(studio.delete("/api/texts/t000000000000"), 404, "no such text")
+    one_line(studio.get("/api/runs/x/download", params={"format": "pdf"}), 404, "no such run")
+    one_line(studio.get("/../etc/passwd"), 404, "not found")
+    assert studio.get("/api/runs").json()["runs"] == []
+
+
+def test_trainings_run_one_at_a_time_can_be_stopped_and_stream_their_progress(studio: TestClient) -> None:
+    text = upload(studio, "Shakespeare.txt", SHAKESPEARE.read_bytes()).json()["id"]
+    first = studio.post("/api/runs", json={"texts": [text], "budget": "8s", **FAST}).json()
+    second = studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "30s", "name": "two", **FAST})
+    assert first["name"] == "Shakespeare-1" and first["corpus"] == ["Shakespeare.txt"]
+    assert second.status_code == 201 and second.json()["status"] == "queued" and second.json()["queue_position"] == 1
+    one_line(studio.post("/api/runs/two/resume"), 409, "already queued")
+    one_line(studio.delete("/api/runs/two"), 409, "stop it before deleting")
+    events = studio.get(f"/api/runs/{first['name']}/events").text  # streams until the run ends
+    kinds = [line.removeprefix("event: ") for line in events.splitlines() if line.startswith("event: ")]
+    assert kinds.count("metrics") >= 2 and "sample" in kinds and kinds[-1] == "status"
+    done = json.loads(events.rstrip().splitlines()[-1].removeprefix("data: "))
+    assert done["status"] == "done" and done["best_val_bpc"] > 0 and done["has_model"]
+    assert done["recipe"]["model"]["kind"] == "lstm"
+    metrics = studio.get(f"/api/runs/{first['name']}/metrics").json()
+    assert metrics[-1]["elapsed_s"] >= 6 and any("val_loss" in m for m in metrics)
+    assert wait_for(studio, "two", ("running",))["queue_position"] is None  # the queue moved on
+    time.sleep(3)
+    stopped = studio.post("/api/runs/two/stop").json()
+    assert stopped["status"] == "running"  # until the process has saved its checkpoint
+    stopped = wait_for(studio, "two", ("stopped",))
+    assert stopped["has_model"] and 0 < stopped["elapsed_s"] < 25
+    samples = studio.get(f"/api/runs/{first['name']}/samples").json()
+    assert samples and set(samples[0]["samples"]) == {"0.2", "0.5", "1.0"}
+
+
+def test_a_failed_training_shows_its_one_line_error_and_the_studio_lives_on(studio: TestClient) -> None:
+    text = upload(studio, "tiny.txt", b"abc\n").json()["id"]  # far too short to train on
+    studio.post("/api/runs", json={"texts": [text], "budget": "5s", "name": "short", **FAST})
+    failed = wait_for(studio, "short", ("failed",))
+    assert failed["message"].startswith("tiny.txt: the corpus has 4 training tokens, fewer than the context")
+    assert studio.get("/api/studio").status_code == 200
+
+
+def test_a_restarted_studio_lists_the_interrupted_run_and_resumes_it(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    app = create_app(workspace)
+    with TestClient(app) as client:
+        client.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "40s", "name": "long", **FAST})
+        wait_for(client, "long", ("running",))
+        deadline = time.monotonic() + 60
+        while not client.get("/api/runs/long/metrics").json() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    app.state.trainer.close()  # the studio goes away mid-run: the training saves its checkpoint and ends
+    again = create_app(workspace)
+    with TestClient(again) as client:
+        (run,) = client.get("/api/runs").json()["runs"]
+        assert run["name"] == "long" and run["status"] == "interrupted" and run["has_model"]
+        steps = run["steps"]
+        assert client.post("/api/runs/long/resume").json()["status"] in ("queued", "running")
+        wait_for(client, "long", ("running",))
+        deadline = time.monotonic() + 60
+        while client.get("/api/runs/long").json()["steps"] <= steps and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.get("/api/runs/long").json()["steps"] > steps  # continued, not restarted
+        client.post("/api/runs/long/stop")
+        wait_for(client, "long", ("stopped",))
+    again.state.trainer.close()
+
+
+@pytest.fixture
+def trained(studio: TestClient) -> str:
+    studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "6s", "name": "done", **FAST})
+    wait_for(studio, "done", ("done",))
+    return "done"
+
+
+def test_a_run_generates_renames_publishes_and_is_deleted(studio: TestClient, trained: str) -> None:
+    stream = studio.post(f"/api/runs/{trained}/generate/stream", json={"prompt": "ROMEO:", "length": 40, "seed": 1})
+    assert stream.status_code == 200 and "event: done" in stream.text
+    one_line(studio.post(f"/api/runs/{trained}/generate/stream", json={"length": 0}), 422, "length")
+    renamed = studio.patch(f"/api/runs/{trained}", json={"name": "romeo"}).json()
+    assert renamed["name"] == "romeo" and renamed["status"] == "done"
+    one_line(studio.patch("/api/runs/romeo", json={"name": "../x"}), 422, "bad run name")
+    page = studio.get("/api/runs/romeo/download", params={"format": "web", "quantize": "int8"})
+    assert page.status_code == 200 and page.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(page.content)).namelist()
+    assert {"romeo/index.html", "romeo/model.onnx", "romeo/config.json"} <= set(names)
+    onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx"})
+    assert onnx.status_code == 200 and onnx.headers["content-disposition"].endswith('romeo.onnx"')
+    int8_onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx", "quantize": "int8"})
+    one_line(int8_onnx, 422, "web page only")
+    assert studio.delete("/api/runs/romeo").status_code == 204
+    assert studio.get("/api/runs").json()["runs"] == []
+
+
+def test_samples_txt_is_read_back_as_records(tmp_path: Path) -> None:
+    (tmp_path / "samples.txt").write_text(
+        "===== step 500 | prompt 'ROMEO:'\n--- temperature 0.2\nthe king\nand queen\n--- temperature 1.0\n<b>x</b>\n",
+        encoding="utf-8",
+    )
+    assert read_samples(tmp_path) == [
+        {"step": 500, "prompt": "ROMEO:", "samples": {"0.2": "the king\nand queen", "1.0": "<b>x</b>"}}
+    ]
+
+
+def test_sizes_and_the_cli_refusals(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert parse_size("200MB") == 200 * 2**20 and parse_size("1.5gb") == 3 * 2**29 and parse_size("512") == 512
+    one_line_error(*run_cli(["studio", "--max-upload", "lots"], capsys), r"--max-upload: cannot read 'lots' as a size")
+    one_line_error(*run_cli(["studio", "--port", "0", "--workspace", str(tmp_path)], capsys), r"--port must be")
