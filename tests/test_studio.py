@@ -189,6 +189,26 @@ def test_a_run_generates_renames_publishes_and_is_deleted(studio: TestClient, tr
     assert studio.get("/api/runs").json()["runs"] == []
 
 
+def test_a_finished_run_resumes_only_with_a_larger_budget(studio: TestClient, trained: str) -> None:
+    studio.post(f"/api/runs/{trained}/resume")
+    again = wait_for(studio, trained, ("done",), timeout=60)
+    assert again["message"] == "it already reached its time budget: resume it with a larger one"
+    one_line(studio.post(f"/api/runs/{trained}/resume", json={"budget": "never"}), 422, "cannot read 'never'")
+    steps = again["steps"]
+    assert studio.post(f"/api/runs/{trained}/resume", json={"budget": "20s"}).json()["budget"] == "20s"
+    assert wait_for(studio, trained, ("done",), timeout=60)["steps"] > steps
+
+
+def test_requests_from_other_sites_cannot_change_anything(studio: TestClient) -> None:
+    evil = {"Origin": "http://evil.example"}
+    one_line(studio.post("/api/texts", content=b"text", headers=evil), 403, "cross-site request refused")
+    one_line(studio.post("/api/runs/x/stop", headers={"Sec-Fetch-Site": "cross-site"}), 403, "cross-site")
+    assert studio.get("/api/runs", headers=evil).status_code == 200  # reading is harmless: no CORS lets it out
+    assert upload(studio, "a.txt", b"some text\n").status_code == 201
+    own = studio.post("/api/texts", content=b"more text\n", headers={"Origin": "http://testserver"})
+    assert own.status_code == 201
+
+
 def test_samples_txt_is_read_back_as_records(tmp_path: Path) -> None:
     (tmp_path / "samples.txt").write_text(
         "===== step 500 | prompt 'ROMEO:'\n--- temperature 0.2\nthe king\nand queen\n--- temperature 1.0\n<b>x</b>\n",

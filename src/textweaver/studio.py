@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,6 +96,12 @@ class RunParams(BaseModel):
     name: str | None = Field(None, max_length=80, description="Run name; default: from the text's name.")
 
 
+class ResumeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    budget: str | None = Field(None, max_length=32, description="A new total time budget (default: the run's).")
+
+
 class RenameParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -131,6 +138,25 @@ class BodyLimits:
         await self.app(scope, counted, send)
 
 
+class SameOrigin:
+    """Requests that change something must come from the studio's own page: a web site the user visits
+    must not train, stop or delete through the user's browser (its requests carry a foreign Origin or
+    ``Sec-Fetch-Site: cross-site``); 403 and one line otherwise."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            origin = headers.get("origin")
+            foreign = origin is not None and urlsplit(origin).netloc != headers.get("host")
+            if foreign or headers.get("sec-fetch-site") == "cross-site":
+                message = "cross-site request refused: use the studio's own page"
+                return await _error(message, 403)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 class BodyTooLarge(TextweaverError):
     """413: a request body beyond its limit."""
 
@@ -145,6 +171,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
     models_lock = threading.Lock()
     app = FastAPI(title="textweaver studio", version=__version__, description="Train, watch, generate, publish.")
     app.add_middleware(BodyLimits, upload=limit, other=MAX_BODY_BYTES)
+    app.add_middleware(SameOrigin)
     app.state.workspace, app.state.trainer = space, trainer
     weakref.finalize(app, trainer.close)
 
@@ -219,8 +246,8 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
         return _summary(name)
 
     @app.post("/api/runs/{name}/resume", summary="Resume a stopped, interrupted or failed run")
-    def resume(name: str) -> dict[str, Any]:
-        trainer.submit(name)
+    def resume(name: str, params: ResumeParams | None = None) -> dict[str, Any]:
+        trainer.submit(name, params.budget if params else None)
         return _summary(name)
 
     @app.get("/api/runs/{name}/metrics", summary="Every metrics record of a run")

@@ -251,11 +251,15 @@ class Trainer:
         self.thread = threading.Thread(target=self._loop, name="textweaver-trainer", daemon=True)
         self.thread.start()
 
-    def submit(self, name: str) -> None:
+    def submit(self, name: str, budget: str | None = None) -> None:
+        """Queue a new run, or resume one (with a new total ``budget`` if given)."""
         with self.cond:
             record = self.workspace.record(name)
             if record.status in UNFINISHED:
                 raise Conflict(f"run {name!r} is already {record.status}")
+            if budget is not None:
+                parse_duration(budget, "time budget")
+                record.budget = budget
             record.status, record.message = "queued", ""
             self.workspace.save_record(record)
             self.queue.append(name)
@@ -337,6 +341,8 @@ class Trainer:
                 status, message = "interrupted", "the studio stopped during this run: resume it"
             elif code == 0:
                 status, message = ("stopped", "stopped: resume continues it") if stopped else ("done", "")
+                if not stopped and "nothing to do" in last_line(self.workspace.runs_dir / name / LOG_FILE):
+                    message = "it already reached its time budget: resume it with a larger one"
             else:
                 status, message = "failed", last_error(self.workspace.runs_dir / name / LOG_FILE, code)
                 with contextlib.suppress(NotFound, OSError, ValueError):  # the texts by their names, not their files
@@ -366,6 +372,14 @@ def train_command(workspace: Workspace, record: RunRecord, run_dir: Path) -> lis
         base = record.init_from if record.init_from in BASES else str(workspace.run_dir(record.init_from))
         command += ["--init-from", base]
     return command
+
+
+def last_line(log: Path) -> str:
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
 
 
 def last_error(log: Path, code: int) -> str:
