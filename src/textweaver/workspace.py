@@ -67,6 +67,7 @@ class RunRequest:
     model: str = "auto"  # auto, or "KIND PRESET" (MODELS)
     init_from: str | None = None  # fine-tune this base (BASES) or another run of the workspace
     name: str | None = None  # default: made from the first text's name and the time
+    eval_every: int | None = None  # steps between evaluations (the live chart's points); None: the CLI's
 
 
 @dataclass
@@ -82,6 +83,7 @@ class RunRecord:
     status: str = "created"  # then queued -> running -> done | stopped | failed, or interrupted
     message: str = ""
     created: float = field(default_factory=time.time)
+    eval_every: int | None = None
 
 
 class Workspace:
@@ -177,7 +179,7 @@ class Workspace:
                 raise Conflict(f"run {name!r} already exists: choose another name")
             folder.mkdir()
             record = RunRecord(name, list(request.texts), [p[1] for p in paths], request.budget, request.model,
-                               request.init_from)  # fmt: skip
+                               request.init_from, eval_every=request.eval_every)  # fmt: skip
             self.save_record(record)
         return record
 
@@ -196,6 +198,7 @@ class Workspace:
             **asdict(record),
             "steps": last.get("step", 0),
             "elapsed_s": last.get("elapsed_s", 0.0),
+            "budget_s": parse_duration(record.budget, "time budget"),
             "best_val_bpc": best_bpc(self.runs_dir / name),
             "has_model": (self.runs_dir / name / "best" / "config.json").is_file()
             or (self.runs_dir / name / "last" / "config.json").is_file(),
@@ -327,9 +330,11 @@ class Trainer:
         self.workspace.save_record(record)
         log = (run_dir / LOG_FILE).open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # its own session: a Ctrl-C in the studio's terminal reaches the studio, which stops each training
+        # (close) and marks it interrupted, instead of each training ending on its own as if it were done
         with log:
             return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=run_dir, env=env)  # fmt: skip
+                                    cwd=run_dir, env=env, start_new_session=True)  # fmt: skip
 
     def _wait(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         code = proc.wait()
@@ -371,6 +376,8 @@ def train_command(workspace: Workspace, record: RunRecord, run_dir: Path) -> lis
     if record.init_from is not None:
         base = record.init_from if record.init_from in BASES else str(workspace.run_dir(record.init_from))
         command += ["--init-from", base]
+    if record.eval_every is not None:
+        command += ["--eval-every", str(record.eval_every)]
     return command
 
 
