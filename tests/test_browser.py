@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from textweaver import checkpoint, train
+from textweaver import checkpoint, load, train
 from textweaver.export import export
+from textweaver.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, next_tokens, probabilities
+from textweaver.server import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
@@ -258,3 +261,114 @@ def test_an_adaptive_softmax_lstm_generates_chinese_in_the_page(browser_context:
 
 def test_artifacts_folder_is_ignored_by_git() -> None:
     assert "tests/artifacts/" in (Path(__file__).parents[1] / ".gitignore").read_text().split()
+
+
+PROMPT = "ROMEO: let me see thee"  # letters the model writes: the penalty window starts in the prompt
+PENALTY = 1.5
+
+
+def sampling_controls(run: PageRun, greedy: bool = False, penalty: str = "1", stop: str = "") -> None:
+    """The page's greedy box, repetition penalty and stop string (under "Advanced", which is open)."""
+    run.page.set_checked("#greedy", greedy)
+    run.page.fill("#repetition-penalty", penalty)
+    run.page.fill("#stop-string", stop)
+
+
+def test_greedy_penalty_and_stop_string_in_the_browser_follow_python(
+    browser_context: Any, static_site: tuple[str, Path], lstm_run: Path
+) -> None:
+    """Greedy decoding is deterministic, so the ONNX model in the page must write what PyTorch writes,
+    with the repetition penalty too; the stop string ends the text where Python's does."""
+    model = load(lstm_run)
+    run = PageRun(browser_context, static_site[0])
+    run.open_and_load()
+    run.page.fill("#prompt", PROMPT)
+    assert run.page.text_content("#repetition-window") == str(SamplingOptions().repetition_window)
+
+    sampling_controls(run, greedy=True)
+    assert run.page.is_disabled("#temperature") and "greedy" in run.page.text_content("#temperature-value")
+    greedy, _ = run.generate(200, seed=1)
+    assert run.generate(200, seed=1)[0] == greedy
+    assert PROMPT + greedy == model.generate(PROMPT, 200, temperature=0)
+
+    sampling_controls(run, greedy=True, penalty=str(PENALTY))
+    penalised, _ = run.generate(200, seed=1)
+    assert PROMPT + penalised == model.generate(PROMPT, 200, temperature=0, repetition_penalty=PENALTY)
+    assert penalised != greedy
+
+    stop = greedy[80:83]
+    sampling_controls(run, greedy=True, stop=stop)
+    cut, _ = run.generate(200, seed=1)
+    assert cut == greedy[: greedy.index(stop)] and PROMPT + cut == model.generate(PROMPT, 200, temperature=0, stop=stop)
+    assert "ended at the stop string" in run.page.text_content("#status")
+    if "\n" in greedy:  # typed as \n: a line break
+        sampling_controls(run, greedy=True, stop="\\n")
+        assert run.generate(200, seed=1)[0] == greedy[: greedy.index("\n")]
+
+    sampling_controls(run, penalty="0")
+    run.page.click("#generate")
+    assert run.page.text_content("#status").startswith("Error: the repetition penalty must be between 0.000001 and")
+    assert run.outside == [] and run.errors == []
+    run.page.close()
+
+
+def test_the_page_samples_with_a_repetition_penalty_as_python_does(
+    browser_context: Any, static_site: tuple[str, Path]
+) -> None:
+    """Sampled text cannot match (the page has its own random numbers), so compare the odds themselves:
+    sampling.js's probabilities in Chromium against sampling.py's, penalty and window included."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 40, generator=gen) * 3  # positive and negative logits: divided and multiplied
+    recent = [3, 3, 7, 12, 0, 25, 39, 7]  # repeated ids count once; <unk> (0) stays impossible
+    options = [SamplingOptions(1.0, repetition_penalty=PENALTY), SamplingOptions(0.7, top_k=8, repetition_penalty=0.8),
+               SamplingOptions(1.2, top_p=0.9, repetition_penalty=2.0)]  # fmt: skip
+    run = PageRun(browser_context, static_site[0])
+    run.page.goto(static_site[0])
+    result = run.page.evaluate(
+        """async ([logits, recent, cases]) => {
+          const s = await import("./sampling.js");
+          return {
+            limits: s.LIMITS,
+            probs: cases.map((o) => Array.from(s.probabilities(logits, o, recent))),
+            greedy: s.sample(logits, { ...cases[0], temperature: 0 }, Math.random, recent),
+          };
+        }""",
+        [logits[0].tolist(), recent, [{"temperature": o.temperature, "topK": o.top_k, "topP": o.top_p,
+                                       "repetitionPenalty": o.repetition_penalty} for o in options]],
+    )  # fmt: skip
+    assert result["limits"] == {"min_repetition_penalty": MIN_TEMPERATURE, "max_repetition_penalty": MAX_TEMPERATURE,
+                                "repetition_window": SamplingOptions().repetition_window}  # fmt: skip
+    ids = torch.tensor([recent])
+    for o, js in zip(options, result["probs"], strict=True):
+        expected = probabilities(logits, o, ids)[0].double()
+        got = torch.tensor(js, dtype=torch.float64)
+        assert torch.allclose(got / got.sum(), expected / expected.sum(), atol=1e-6), o
+    plain = probabilities(logits, SamplingOptions(1.0))[0]
+    assert not torch.allclose(plain, probabilities(logits, options[0], ids)[0])  # the penalty is not a no-op
+    assert result["greedy"] == int(next_tokens(logits, SamplingOptions(0.0, repetition_penalty=PENALTY), None, ids))
+    run.page.close()
+
+
+def test_the_served_page_sends_greedy_penalty_and_stop_to_the_api(
+    browser_context: Any, api_server: str, lstm_run: Path
+) -> None:
+    model = load(lstm_run)
+    run = PageRun(browser_context, api_server)
+    sent: list[dict[str, Any]] = []
+    run.page.on("request", lambda r: r.url.endswith("/api/generate/stream") and sent.append(r.post_data_json))
+    run.open_and_load()
+    assert run.page.eval_on_selector("#stop-string", "el => el.maxLength") == MAX_STOP_CHARS  # the server's limits
+    assert run.page.eval_on_selector("#prompt", "el => el.maxLength") == MAX_PROMPT_CHARS
+    run.page.fill("#prompt", PROMPT)
+    sampling_controls(run, greedy=True, penalty=str(PENALTY), stop="\\n")
+    text, _ = run.generate(200, seed=1)
+    assert sent[-1] == {
+        "prompt": PROMPT, "length": 200, "temperature": 0, "top_k": None, "top_p": None,
+        "repetition_penalty": PENALTY, "stop": "\n", "seed": 1,
+    }  # fmt: skip
+    assert PROMPT + text == model.generate(PROMPT, 200, temperature=0, repetition_penalty=PENALTY, stop="\n")
+    sampling_controls(run)
+    run.generate(20, seed=1)
+    assert sent[-1]["temperature"] == 0.8 and sent[-1]["repetition_penalty"] == 1 and sent[-1]["stop"] is None
+    assert run.outside == [] and run.errors == []
+    run.page.close()

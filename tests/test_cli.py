@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import typer
 
+from textweaver import train
 from textweaver.cli import app
 
-from conftest import SHAKESPEARE, one_line_error, run_cli
+from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 
 
 def textweaver(*args: str) -> subprocess.CompletedProcess[str]:
@@ -166,3 +167,80 @@ def test_bad_input_gets_one_line_and_exit_status_2(
         damage(copy)
     values = {"tmp": tmp_path, "run": trained_run, "corpus": SHAKESPEARE, "corrupt": corrupt, "newer": newer}
     one_line_error(*run_cli([a.format(**values) for a in args], capsys), message)
+
+
+def test_output_file_gets_exactly_what_stdout_gets(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for extra in ([], ["--num-samples", "2"], ["--json", "--num-samples", "2"]):
+        args = ["generate", str(trained_run), "-p", "To be", "-n", "30", "--seed", "3", *extra]
+        code, printed, _ = run_cli(args, capsys)
+        target = tmp_path / "out.txt"
+        code2, nothing, err = run_cli([*args, "--output", str(target)], capsys)
+        assert code == code2 == 0 and nothing == "" and err == ""
+        assert target.read_text(encoding="utf-8") == printed
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary file left beside it
+
+
+def test_output_is_written_whole_or_not_at_all(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("an earlier text\n")
+    args = ["generate", str(trained_run), "-p", "To be", "-n", "30", "--seed", "3", "-o", str(target)]
+
+    def disk_full(fd: int) -> None:  # the text is in the file, but it never reaches the disk
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    one_line_error(*run_cli(args, capsys), r"--output .*out.txt: cannot write \(No space left on device\)")
+    monkeypatch.undo()
+
+    def interrupted(*args: object, **kwargs: object) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("textweaver.generate.Generator.generate", interrupted)
+    assert run_cli(args, capsys)[0] == 130  # Ctrl-C while generating
+    assert target.read_text() == "an earlier text\n" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+@pytest.fixture(scope="module")
+def chinese_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "xiyouji"
+    train([XIYOUJI], out, model="lstm", max_steps=5, **TINY)
+    return out
+
+
+@pytest.mark.parametrize("stored", ["孙悟空道：", "\ufeff孙悟空道：\n美猴王"], ids=["plain", "bom-and-lines"])
+def test_prompt_file_gives_the_same_text_as_the_same_prompt(
+    stored: str, chinese_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(stored, encoding="utf-8")
+    prompt = stored.removeprefix("\ufeff")  # a byte-order mark is dropped, as corpus files lose theirs
+    base = ["generate", str(chinese_run), "-n", "40", "--seed", "5"]
+    code, from_file, err = run_cli([*base, "--prompt-file", str(prompt_file)], capsys)
+    code2, from_option, _ = run_cli([*base, "--prompt", prompt], capsys)
+    assert code == code2 == 0 and "warning" not in err
+    assert from_file == from_option and from_file.startswith(prompt) and len(from_file) == len(prompt) + 40 + 1
+
+
+@pytest.mark.parametrize(("args", "files", "message"), [
+    (["--prompt", "a", "--prompt-file", "{tmp}/p.txt"], {"p.txt": b"b"}, "--prompt and --prompt-file both"),
+    (["--prompt-file", "{tmp}/missing.txt"], {}, r"--prompt-file .*missing.txt: no such file"),
+    (["--prompt-file", "{tmp}"], {}, "--prompt-file .*: is a folder: name a text file"),
+    (["--prompt-file", "{tmp}/p.txt"], {"p.txt": b""}, "--prompt-file .*p.txt: empty: write the start text"),
+    (["--prompt-file", "{tmp}/p.txt"], {"p.txt": "ROMEO: 孙悟空".encode("gb18030")},
+     r"--prompt-file .*p.txt: invalid utf-8 at byte offset 7: .*(iconv -f \S+ -t utf-8|save it as UTF-8)"),
+    (["--output", "{tmp}/missing/out.txt"], {}, "--output .*out.txt: the folder .*missing does not exist"),
+    (["--output", "{tmp}"], {}, "--output .*: is a folder: name a file in it"),
+    (["--stream", "--output", "{tmp}/out.txt"], {}, "--stream prints as it goes, --output writes the file whole"),
+])  # fmt: skip
+def test_bad_prompt_files_and_outputs_get_one_line(
+    args: list[str], files: dict[str, bytes], message: str, trained_run: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    one_line_error(*run_cli(["generate", str(trained_run), *[a.format(tmp=tmp_path) for a in args]], capsys), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)  # nothing written

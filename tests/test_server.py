@@ -17,9 +17,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from textweaver import checkpoint, server
+from textweaver import checkpoint, load, server
 from textweaver.cli import serve as serve_command
 from textweaver.errors import TextweaverError
+from textweaver.sampling import SamplingOptions
 from textweaver.server import create_app
 
 
@@ -89,6 +90,10 @@ def test_info_is_a_model_card_and_prompt_a_corpus_sentence(client: TestClient, t
     ({"seed": -1}, "seed: Input should be greater than or equal to 0"),
     ({"prompt": "x" * 2001}, "prompt: String should have at most 2000 characters"),
     ({"lenght": 10}, "lenght: Extra inputs are not permitted"),
+    ({"repetition_penalty": 0}, "repetition_penalty: Input should be greater than or equal to 0.000001"),
+    ({"repetition_penalty": 1e7}, "repetition_penalty: Input should be less than or equal to 1000000"),
+    ({"stop": ""}, "stop: String should have at least 1 character"),
+    ({"stop": "x" * 101}, "stop: String should have at most 100 characters"),
 ])  # fmt: skip
 def test_out_of_range_input_gets_422_with_a_clear_message(
     client: TestClient, body: dict[str, Any], message: str
@@ -96,6 +101,55 @@ def test_out_of_range_input_gets_422_with_a_clear_message(
     response = client.post("/api/generate", json=body)
     assert response.status_code == 422
     assert response.json()["message"] == message
+
+
+def test_temperature_0_is_greedy_whatever_the_seed_and_equals_python(client: TestClient, trained_run: Path) -> None:
+    body = {"prompt": "ROMEO:", "length": 120, "temperature": 0}
+    greedy = client.post("/api/generate", json={**body, "seed": 1}).json()
+    assert greedy["text"] == client.post("/api/generate", json={**body, "seed": 2}).json()["text"]
+    assert greedy["settings"]["temperature"] == 0
+    assert greedy["text"] == load(trained_run).generate("ROMEO:", 120, temperature=0)
+
+
+def test_repetition_penalty_changes_the_text_as_python_does(client: TestClient, trained_run: Path) -> None:
+    for temperature in (0.0, 0.8):
+        body = {"prompt": "ROMEO:", "length": 200, "temperature": temperature, "seed": 1}
+        plain = client.post("/api/generate", json=body).json()["text"]
+        penalised = client.post("/api/generate", json={**body, "repetition_penalty": 1.5}).json()
+        assert penalised["text"] != plain and penalised["settings"]["repetition_penalty"] == 1.5
+        python = load(trained_run).generate("ROMEO:", 200, temperature=temperature, seed=1, repetition_penalty=1.5)
+        assert penalised["text"] == python
+        assert client.post("/api/generate", json={**body, "repetition_penalty": 1.0}).json()["text"] == plain
+
+
+def test_a_stop_string_cuts_the_text_before_it_in_both_endpoints(client: TestClient) -> None:
+    body = {"prompt": "ROMEO:", "length": 200, "temperature": 0}
+    continuation = client.post("/api/generate", json=body).json()["text"].removeprefix("ROMEO:")
+    stop = continuation[60:63]
+    expected = "ROMEO:" + continuation[: continuation.index(stop)]
+    cut = client.post("/api/generate", json={**body, "stop": stop}).json()
+    assert cut["text"] == expected and cut["settings"]["stop"] == stop
+    assert cut["tokens"] == continuation.index(stop) + len(stop) < 200  # the tokens that were generated
+    parsed = events(client, {**body, "stop": stop})
+    assert "".join(data["text"] for _, data in parsed[:-1]) == expected
+    assert parsed[-1] == ("done", {**parsed[-1][1], "tokens": cut["tokens"]})
+    absent = events(client, {**body, "stop": "\x00"})  # never appears: the full length, counted once
+    assert "".join(data["text"] for _, data in absent[:-1]) == "ROMEO:" + continuation
+    assert absent[-1][1]["tokens"] == 200
+
+
+def test_the_page_config_gives_the_limits_the_server_checks(client: TestClient) -> None:
+    limits = client.get("/config.json").json()["limits"]
+    assert limits == server.page_limits()
+    assert limits["max_prompt_chars"] == server.MAX_PROMPT_CHARS and limits["max_stop_chars"] == server.MAX_STOP_CHARS
+    assert limits["repetition_window"] == SamplingOptions().repetition_window
+    for field, value, status in (("repetition_penalty", limits["max_repetition_penalty"], 200),
+                                 ("repetition_penalty", limits["max_repetition_penalty"] * 2, 422),
+                                 ("repetition_penalty", limits["min_repetition_penalty"], 200),
+                                 ("temperature", limits["max_temperature"], 200),
+                                 ("stop", "x" * limits["max_stop_chars"], 200),
+                                 ("stop", "x" * (limits["max_stop_chars"] + 1), 422)):  # fmt: skip
+        assert client.post("/api/generate", json={"prompt": "a", "length": 3, field: value}).status_code == status
 
 
 def test_stream_is_one_sample_and_validated_too(client: TestClient) -> None:

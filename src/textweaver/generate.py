@@ -10,14 +10,18 @@ moving (unlike a frozen window that repeats itself).
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from textweaver.corpus import detect_encoding
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, RNNLanguageModel
 from textweaver.sampling import SamplingOptions, next_tokens
@@ -233,3 +237,61 @@ def describe(request: GenerationRequest) -> dict[str, Any]:
         "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p,
         "repetition_penalty": s.repetition_penalty, "stop": request.stop,
     }  # fmt: skip
+
+
+# ---- the CLI's prompt and output files -----------------------------------------------------------
+
+
+def read_prompt_file(path: Path) -> str:
+    """The start text stored in ``path``: strict UTF-8, as stored (only a byte-order mark is dropped,
+    as corpus files lose theirs; a final newline stays part of the prompt)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TextweaverError(f"--prompt-file {path}: no such file: check the path") from None
+    except IsADirectoryError:
+        raise TextweaverError(f"--prompt-file {path}: is a folder: name a text file") from None
+    except OSError as e:
+        raise TextweaverError(f"--prompt-file {path}: cannot read ({e.strerror or e})") from None
+    try:
+        text = data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        guess = detect_encoding(path, e.start)
+        advice = (
+            f"it looks like {guess}: convert it to UTF-8 (iconv -f {guess} -t utf-8 {path} > prompt-utf8.txt)"
+            if guess and guess != "utf-8"
+            else "save it as UTF-8"
+        )
+        raise TextweaverError(f"--prompt-file {path}: invalid utf-8 at byte offset {e.start}: {advice}") from None
+    if not text:
+        raise TextweaverError(
+            f"--prompt-file {path}: empty: write the start text into it, or leave the option out for a random "
+            "corpus sentence"
+        )
+    return text
+
+
+def check_output(path: Path) -> None:
+    """Refuse an --output that cannot be written before any time is spent generating."""
+    if path.is_dir():
+        raise TextweaverError(f"--output {path}: is a folder: name a file in it, e.g. {path / 'sample.txt'}")
+    if not path.parent.is_dir():
+        raise TextweaverError(f"--output {path}: the folder {path.parent} does not exist: create it or choose another")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` whole or not at all: into a new file beside it, then renamed
+    over it, so a failed or interrupted write leaves no partial file and an older file as it was."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any new file
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise TextweaverError(f"--output {path}: cannot write ({e.strerror or e}): nothing was written") from None
+        raise

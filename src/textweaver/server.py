@@ -1,9 +1,11 @@
 """``textweaver serve``: the web page backed by the Python model, plus a JSON API.
 
-- ``POST /api/generate``: prompt, length, temperature, top_k, top_p, seed, num_samples -> texts
+- ``POST /api/generate``: prompt, length, temperature (0 = greedy), top_k, top_p, repetition_penalty,
+  stop, seed, num_samples -> texts
 - ``POST /api/generate/stream``: the same for one sample, as server-sent events while it is sampled
 - ``GET /api/info``: the model card (corpus, size, metrics); ``GET /api/prompt``: a random start sentence
-- ``GET /``: the same page as ``textweaver export --format web``, in server mode
+- ``GET /``: the same page as ``textweaver export --format web``, in server mode (``/config.json``
+  tells it so, and gives it the limits below)
 - ``GET /docs``: the OpenAPI documentation
 
 Inputs are checked against the limits below (422 and a one-line ``message`` when out of range).
@@ -35,9 +37,13 @@ from textweaver.api import TextModel, load
 from textweaver.errors import TextweaverError
 from textweaver.export import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
 from textweaver.generate import GenerationRequest, describe, join_samples
+from textweaver.sampling import MAX_TEMPERATURE as MAX_PENALTY  # sampling.py bounds the penalty as the temperature
+from textweaver.sampling import MIN_TEMPERATURE as MIN_PENALTY
+from textweaver.sampling import SamplingOptions
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 MAX_PROMPT_CHARS = 2000
+MAX_STOP_CHARS = 100  # a stop string is a marker such as "\n\n" or "THE END", not a passage
 MAX_SAMPLES = 16
 MAX_TEMPERATURE = 2.0
 WORKERS = 2  # generations running at once (the CPU has few cores; more would only share them)
@@ -65,6 +71,14 @@ class StreamParams(BaseModel):
     temperature: float = Field(0.8, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds.")
     top_k: int | None = Field(None, ge=1, description="Sample only among the K likeliest tokens.")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling: likeliest tokens reaching P.")
+    repetition_penalty: float = Field(
+        SamplingOptions.repetition_penalty, ge=MIN_PENALTY, le=MAX_PENALTY,
+        description=f"Above 1 makes tokens used in the last {SamplingOptions.repetition_window} less likely; 1 = off.",
+    )  # fmt: skip
+    stop: str | None = Field(
+        None, min_length=1, max_length=MAX_STOP_CHARS,
+        description="End the sample when this text appears; it is not included.",
+    )  # fmt: skip
     seed: int | None = Field(None, ge=0, lt=2**63, description="The same seed and options give the same text.")
 
 
@@ -164,7 +178,7 @@ def create_app(
     """The FastAPI application for one trained model (loaded once, shared by all requests)."""
     model = load(run_dir, device)
     slots = GenerationSlots(workers, queue)
-    config = page_config(model.checkpoint, "server", title, description)
+    config = {**page_config(model.checkpoint, "server", title, description), "limits": page_limits()}
     app = FastAPI(
         title=f"textweaver: {config['title']}",
         description=f"{config['description']}\n\nGenerate text from a textweaver model.",
@@ -213,16 +227,16 @@ def create_app(
             return busy()
         try:
             start = time.perf_counter()
-            samples = join_samples(_until(model.generator.stream(request, warn=False), deadline), request.num_samples)
+            steps = list(_until(model.generator.stream(request, warn=False), deadline))
             elapsed = time.perf_counter() - start
         except TimedOut:
             return _error(timeout_message(timeout), 504)
         finally:
             ticket.release()
-        prompt = request.prompt or ""
+        samples, tokens = join_samples(steps, request.num_samples), _tokens(len(steps), request)
         return GenerateResult(
-            text=samples[0], samples=samples, prompt=prompt, tokens=request.length, elapsed_s=elapsed,
-            tokens_per_s=request.length * request.num_samples / max(elapsed, 1e-9), settings=describe(request),
+            text=samples[0], samples=samples, prompt=request.prompt or "", tokens=tokens, elapsed_s=elapsed,
+            tokens_per_s=tokens * request.num_samples / max(elapsed, 1e-9), settings=describe(request),
         )  # fmt: skip
 
     @app.post(
@@ -262,11 +276,27 @@ def create_app(
     return app
 
 
+def page_limits() -> dict[str, Any]:
+    """What the page may ask this server for (``config.json``'s ``limits``): the page sets its inputs'
+    bounds from them. A static export has none; its page then uses ``sampling.js``'s own."""
+    return {
+        "max_prompt_chars": MAX_PROMPT_CHARS, "max_temperature": MAX_TEMPERATURE, "max_stop_chars": MAX_STOP_CHARS,
+        "min_repetition_penalty": MIN_PENALTY, "max_repetition_penalty": MAX_PENALTY,
+        "repetition_window": SamplingOptions.repetition_window,
+    }  # fmt: skip
+
+
 def _request(model: TextModel, params: StreamParams, num_samples: int) -> GenerationRequest:
     """The generation request, with the prompt chosen now so the response can show it."""
     prompt = params.prompt or model.random_prompt(params.seed)
-    return model.request(prompt, params.length, params.temperature, params.top_k, params.top_p, 1.0,
-                         num_samples, params.seed)  # fmt: skip
+    return model.request(prompt, params.length, params.temperature, params.top_k, params.top_p,
+                         params.repetition_penalty, num_samples, params.seed, params.stop)  # fmt: skip
+
+
+def _tokens(steps: int, request: GenerationRequest) -> int:
+    """Tokens generated per sample, from the steps ``Generator.stream`` yielded: the prompt comes first,
+    and the text held back for a stop string that never appeared may come as one more step at the end."""
+    return min(steps - 1, request.length)
 
 
 def _until(pieces: Iterator[list[str]], deadline: float) -> Iterator[list[str]]:
@@ -289,12 +319,12 @@ def _events(
     def event(data: dict[str, Any], name: str | None = None) -> str:
         return (f"event: {name}\n" if name else "") + f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    start, tokens = time.perf_counter(), 0
+    start, steps = time.perf_counter(), 1
     try:
         pieces = _until(model.generator.stream(request, warn=False), deadline)
         yield event({"text": next(pieces)[0]}, "prompt")
         for piece in pieces:
-            tokens += 1
+            steps += 1
             yield event({"text": piece[0]})
     except TextweaverError as e:
         yield event({"message": str(e)}, "error")
@@ -304,7 +334,7 @@ def _events(
         return
     finally:
         ticket.release()
-    seconds = time.perf_counter() - start
+    seconds, tokens = time.perf_counter() - start, _tokens(steps, request)
     yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
 
 

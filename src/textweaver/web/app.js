@@ -1,12 +1,16 @@
 // The page: one UI for both back ends, chosen by config.json's "mode":
 //   "onnx"   - the exported model runs in this browser (worker.js with onnxruntime-web);
-//   "server" - `textweaver serve` runs the Python model behind the JSON API (/api/...).
+//   "server" - `textweaver serve` runs the Python model behind the JSON API (/api/...); its config.json
+//              also carries the server's "limits", which replace sampling.js's own.
+
+import { LIMITS } from "./sampling.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   load: $("load"), progress: $("load-progress"), loadStatus: $("load-status"),
-  prompt: $("prompt"), reset: $("reset"), length: $("length"), temperature: $("temperature"),
+  prompt: $("prompt"), reset: $("reset"), length: $("length"), temperature: $("temperature"), greedy: $("greedy"),
   topK: $("top-k"), topP: $("top-p"), seed: $("seed"),
+  repetitionPenalty: $("repetition-penalty"), stopString: $("stop-string"),
   generate: $("generate"), stop: $("stop"), copy: $("copy"), rate: $("rate"), status: $("status"),
   outputPrompt: $("output-prompt"), outputText: $("output-text"), output: $("output"),
 };
@@ -66,8 +70,8 @@ class ServerBackend {
   async generate(params, onText) {
     this.abort = new AbortController();
     const body = {
-      prompt: params.prompt, length: params.length, temperature: params.temperature,
-      top_k: params.topK, top_p: params.topP, seed: params.seed,
+      prompt: params.prompt, length: params.length, temperature: params.temperature, top_k: params.topK,
+      top_p: params.topP, repetition_penalty: params.repetitionPenalty, stop: params.stop, seed: params.seed,
     };
     const start = performance.now();
     let tokens = 0;
@@ -136,6 +140,11 @@ function formatBytes(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`;
 }
 
+// The stop string as typed, with \n read as a line break, \t as a tab and \\ as one backslash.
+function readEscapes(text) {
+  return text.replace(/\\([nt\\])/g, (_, c) => ({ n: "\n", t: "\t", "\\": "\\" })[c]);
+}
+
 function setBusy(busy) {
   ui.generate.disabled = busy;
   ui.stop.disabled = !busy;
@@ -149,6 +158,12 @@ async function main() {
   $("description").textContent = config.description;
   $("length-unit").textContent = config.level === "char" ? "characters" : "tokens";
   ui.length.max = String(config.max_length ?? 2000);
+  const limits = { ...LIMITS, ...config.limits };
+  ui.repetitionPenalty.max = String(limits.max_repetition_penalty);
+  $("repetition-window").textContent = String(limits.repetition_window);
+  if (limits.max_temperature) ui.temperature.max = String(limits.max_temperature);
+  if (limits.max_prompt_chars) ui.prompt.maxLength = limits.max_prompt_chars;
+  if (limits.max_stop_chars) ui.stopString.maxLength = limits.max_stop_chars;
   $("footer").textContent = config.mode === "onnx"
     ? "The model runs in this browser (onnxruntime-web, WebAssembly). The page makes no request outside its own origin and works offline once loaded."
     : "The model runs on this textweaver server. The page makes no request outside its own origin.";
@@ -161,6 +176,10 @@ async function main() {
     input.addEventListener("input", show);
     show();
   }
+  ui.greedy.addEventListener("change", () => {
+    ui.temperature.disabled = ui.greedy.checked;
+    $("temperature-value").textContent = ui.greedy.checked ? "0 (greedy)" : Number(ui.temperature.value).toFixed(2);
+  });
 
   const resetPrompt = async () => {
     const current = ui.prompt.value;
@@ -200,9 +219,17 @@ async function main() {
     const topK = Number.parseInt(ui.topK.value, 10);
     const topP = Number(ui.topP.value);
     const seed = ui.seed.value === "" ? null : Number.parseInt(ui.seed.value, 10);
+    const penalty = ui.repetitionPenalty.value === "" ? 1 : Number(ui.repetitionPenalty.value);
+    const [minPenalty, maxPenalty] = [limits.min_repetition_penalty, limits.max_repetition_penalty];
+    if (!(penalty >= minPenalty && penalty <= maxPenalty)) {
+      ui.status.textContent = `Error: the repetition penalty must be between ${minPenalty} and ${maxPenalty} (1 = off).`;
+      return;
+    }
     const params = {
-      prompt: ui.prompt.value, length: Number(ui.length.value), temperature: Number(ui.temperature.value),
-      topK: topK > 0 ? topK : null, topP: topP < 1 ? topP : null, seed,
+      prompt: ui.prompt.value, length: Number(ui.length.value),
+      temperature: ui.greedy.checked ? 0 : Number(ui.temperature.value),
+      topK: topK > 0 ? topK : null, topP: topP < 1 ? topP : null, repetitionPenalty: penalty,
+      stop: readEscapes(ui.stopString.value) || null, seed,
     };
     ui.outputPrompt.textContent = params.prompt;
     ui.outputText.textContent = "";
@@ -220,7 +247,9 @@ async function main() {
         if (seconds > 0) ui.rate.textContent = Math.round(tokens / seconds).toLocaleString();
       });
       if (result.seconds > 0) ui.rate.textContent = Math.round(result.tokens / result.seconds).toLocaleString();
-      ui.status.textContent = `${result.stopped ? "Stopped" : "Done"}: ${result.tokens} tokens in ${result.seconds.toFixed(2)} s.`;
+      const atStop = params.stop !== null && !result.stopped && result.tokens < params.length;
+      ui.status.textContent = `${result.stopped ? "Stopped" : "Done"}: ${result.tokens} tokens in `
+        + `${result.seconds.toFixed(2)} s${atStop ? ", ended at the stop string" : ""}.`;
     } catch (error) {
       ui.status.textContent = `Error: ${error.message}`;
     } finally {

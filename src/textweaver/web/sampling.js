@@ -1,11 +1,25 @@
 // Choosing the next token, mirroring src/textweaver/sampling.py: temperature (0 = greedy), top-k,
-// top-p. Id 0 (<unk>) is never chosen, so output only holds vocabulary tokens.
+// top-p, repetition penalty. Id 0 (<unk>) is never chosen, so output only holds vocabulary tokens.
+
+// sampling.py's bounds of the repetition penalty (beyond them the logits overflow) and its window.
+export const LIMITS = { min_repetition_penalty: 1e-6, max_repetition_penalty: 1e6, repetition_window: 64 };
+
+// The logits as sampling._penalised leaves them: <unk> removed, and the tokens in `recent` (the last
+// LIMITS.repetition_window ids, prompt included) made less likely: a positive logit divided by the
+// penalty, a negative one multiplied by it.
+export function penalised(logits, repetitionPenalty = 1, recent = []) {
+  const out = Float64Array.from(logits);
+  if (out.length > 1) out[0] = -Infinity;
+  if (repetitionPenalty !== 1) {
+    for (const id of new Set(recent)) out[id] = out[id] > 0 ? out[id] / repetitionPenalty : out[id] * repetitionPenalty;
+  }
+  return out;
+}
 
 // The weights sampling draws from (rows need not sum to 1), as sampling.probabilities computes them.
-export function probabilities(logits, { temperature, topK = null, topP = null }) {
+export function probabilities(logits, { temperature, topK = null, topP = null, repetitionPenalty = 1 }, recent = []) {
   const V = logits.length;
-  const scaled = Float64Array.from(logits, (x) => x / temperature);
-  if (V > 1) scaled[0] = -Infinity;
+  const scaled = penalised(logits, repetitionPenalty, recent).map((x) => x / temperature);
   if (topK !== null && topK < V) {
     const kth = Array.from(scaled).sort((a, b) => b - a)[topK - 1];
     for (let i = 0; i < V; i++) if (scaled[i] < kth) scaled[i] = -Infinity;
@@ -28,14 +42,16 @@ export function probabilities(logits, { temperature, topK = null, topP = null })
   return probs;
 }
 
-// One token id drawn from logits; random() returns a float in [0, 1).
-export function sample(logits, options, random) {
+// One token id drawn from logits; random() returns a float in [0, 1); recent: the ids the
+// repetition penalty looks at.
+export function sample(logits, options, random, recent = []) {
   if (options.temperature === 0) {
-    let best = logits.length > 1 ? 1 : 0;
-    for (let i = best + 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+    const scores = penalised(logits, options.repetitionPenalty, recent);
+    let best = scores.length > 1 ? 1 : 0;
+    for (let i = best + 1; i < scores.length; i++) if (scores[i] > scores[best]) best = i;
     return best;
   }
-  const probs = probabilities(logits, options);
+  const probs = probabilities(logits, options, recent);
   let total = 0;
   for (const p of probs) total += p;
   let r = random() * total;

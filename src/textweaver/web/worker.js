@@ -1,15 +1,15 @@
 // Runs the exported model (model.onnx, one token per step: see src/textweaver/export.py) with
 // onnxruntime-web in a Web Worker, so the page stays responsive while it generates.
 //
-// Messages in:  {type: "load", config}, {type: "generate", prompt, length, temperature, topK, topP, seed},
-//               {type: "stop"}
+// Messages in:  {type: "load", config}, {type: "stop"},
+//               {type: "generate", prompt, length, temperature, topK, topP, repetitionPenalty, stop, seed}
 // Messages out: {type: "progress", loaded, total}, {type: "loaded", seconds, bytes},
 //               {type: "text", text, tokens, seconds}, {type: "done", tokens, seconds, stopped},
 //               {type: "error", message}
 
 import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.js";
 import { Tokenizer } from "./tokenizer.js";
-import { sample, seededRandom } from "./sampling.js";
+import { LIMITS, sample, seededRandom } from "./sampling.js";
 
 const RUNTIME = "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm";
 const FLUSH_MS = 40; // send text to the page at most this often
@@ -81,13 +81,15 @@ async function download(url, onProgress) {
   return bytes;
 }
 
-async function generate({ prompt, length, temperature, topK, topP, seed }) {
+async function generate({ prompt, length, temperature, topK, topP, repetitionPenalty = 1, stop = null, seed }) {
   if (!stepper) throw new Error("load the model first");
   stopRequested = false;
   const ids = tokenizer.encode(prompt);
   if (ids.length === 0) throw new Error("the prompt is empty: type some text or press reset input");
   const random = seededRandom(seed ?? Math.floor(Math.random() * 2 ** 52));
-  const options = { temperature, topK, topP };
+  const options = { temperature, topK, topP, repetitionPenalty };
+  const recent = ids.slice(-LIMITS.repetition_window); // what the penalty sees: the prompt, then the text
+  const watch = new StopWatch(stop);
   let logits = await stepper.prefill(ids);
   const start = performance.now();
   let pending = "";
@@ -99,19 +101,55 @@ async function generate({ prompt, length, temperature, topK, topP, seed }) {
     pending = "";
     lastFlush = performance.now();
   };
-  while (tokens < length && !stopRequested) {
-    const token = sample(logits, options, random);
-    pending += tokenizer.token(token);
+  while (tokens < length && !stopRequested && !watch.done) {
+    const token = sample(logits, options, random, recent);
+    recent.push(token);
+    if (recent.length > LIMITS.repetition_window) recent.shift();
+    pending += watch.feed(tokenizer.token(token));
     tokens += 1;
-    if (tokens < length) logits = await stepper.push(token);
+    if (tokens < length && !watch.done) logits = await stepper.push(token);
     if (performance.now() - lastFlush > FLUSH_MS) {
       flush();
       await nextTask(); // the steps only await microtasks: let a waiting "stop" message in
     }
   }
+  pending += watch.flush();
   flush();
   const seconds = (performance.now() - start) / 1000;
   self.postMessage({ type: "done", tokens, seconds, stopped: stopRequested });
+}
+
+// Cuts the text at the stop string, holding back text that may be its beginning (generate.py's _StopWatch).
+class StopWatch {
+  constructor(stop) {
+    this.stop = stop || null;
+    this.pending = "";
+    this.done = false;
+  }
+
+  feed(piece) {
+    if (this.done) return "";
+    if (this.stop === null) return piece;
+    this.pending += piece;
+    const at = this.pending.indexOf(this.stop);
+    if (at >= 0) {
+      this.done = true;
+      const out = this.pending.slice(0, at);
+      this.pending = "";
+      return out;
+    }
+    let hold = Math.min(this.stop.length - 1, this.pending.length);
+    while (hold > 0 && !this.stop.startsWith(this.pending.slice(-hold))) hold -= 1;
+    const out = this.pending.slice(0, this.pending.length - hold);
+    this.pending = this.pending.slice(out.length);
+    return out;
+  }
+
+  flush() {
+    const out = this.done ? "" : this.pending;
+    this.pending = "";
+    return out;
+  }
 }
 
 // Resolves after the tasks queued so far (a MessageChannel round trip: no 4 ms timer clamp).
