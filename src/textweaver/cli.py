@@ -29,6 +29,7 @@ from textweaver.config import (
     parse_duration,
 )
 from textweaver.errors import TextweaverError
+from textweaver.report import REPORT_FILE, write_report
 from textweaver.workspace import DEFAULT_WORKSPACE, MAX_UPLOAD
 
 app = typer.Typer(
@@ -294,6 +295,14 @@ def generate(
             show_default=False,
         ),
     ] = None,
+    prompt_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read the start text from this UTF-8 file, exactly as stored (a final newline is part of it); "
+            "instead of --prompt.",
+            show_default=False,
+        ),
+    ] = None,
     length: Annotated[
         int,
         typer.Option(
@@ -336,16 +345,34 @@ def generate(
         str | None, typer.Option(help="End a sample when this text appears (it is not printed).", show_default=False)
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the samples and settings as one JSON object.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write what stdout would get (the text, or the --json) to this file instead; it is written whole "
+            "at the end or not at all (an existing file is replaced only then).",
+            show_default=False,
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
 ) -> None:
     """Generate text from a trained model. Only the text goes to stdout (the prompt, then the continuation)."""
     from textweaver.api import load
-    from textweaver.generate import describe
+    from textweaver.generate import check_output, describe, read_prompt_file, write_atomically
 
     if stream and num_samples > 1:
         raise TextweaverError("--stream prints one sample: drop --stream or --num-samples")
     if stream and as_json:
         raise TextweaverError("--stream and --json do not mix: choose one")
+    if stream and output is not None:
+        raise TextweaverError("--stream prints as it goes, --output writes the file whole at the end: choose one")
+    if prompt is not None and prompt_file is not None:
+        raise TextweaverError("--prompt and --prompt-file both give the start text: choose one")
+    if output is not None:
+        check_output(output)
+    if prompt_file is not None:
+        prompt = read_prompt_file(prompt_file)
     model = load(run_dir, device)
     request = model.request(prompt, length, temperature, top_k, top_p, repetition_penalty, num_samples, seed, stop)
     if stream:
@@ -357,10 +384,13 @@ def generate(
     texts = model.generator.generate(request)
     if as_json:
         payload = {"samples": texts, "settings": describe(request), "checkpoint": str(model.checkpoint.directory)}
-        print(json.dumps(payload,
-                         ensure_ascii=False, indent=2))  # fmt: skip
-        return
-    print("\n-----\n".join(texts))
+        result = json.dumps(payload, ensure_ascii=False, indent=2)
+    else:
+        result = "\n-----\n".join(texts)
+    if output is None:
+        print(result)
+    else:
+        write_atomically(output, result + "\n")
 
 
 @app.command("eval")
@@ -461,6 +491,20 @@ def export(
         print(f"  {name:<48} {size / 1e6:>8.2f} MB")
     if fmt == "web":
         print(f"try it: python -m http.server -d {result.directory}, then open http://127.0.0.1:8000/")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[
+        Path, typer.Argument(help="A training run's --out folder; a run still training gets what it has so far.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help=f"HTML file to write. Default: RUN_DIR/{REPORT_FILE}.", show_default=False),
+    ] = None,
+) -> None:
+    """Write a run's report: one HTML file (loss curves, learning rate, speed, samples, settings) that opens offline."""
+    print(write_report(run_dir, out))
 
 
 @app.command()

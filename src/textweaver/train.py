@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import autoconfig, calibrate, checkpoint, distributed, finetune, runlock
+from textweaver import autoconfig, calibrate, checkpoint, distributed, finetune, report, runlock
 from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
@@ -338,6 +338,7 @@ def _train(
                 save()
     if log is not None:
         log.close()
+        report.after_training(run_dir, console)  # RUN_DIR/report.html; a failure is one warning line
     if ranks.enabled:
         print(f"rank {ranks.rank}/{ranks.world_size} finished {s.step} steps", file=sys.stderr, flush=True)
     if stopped == "interrupted":
