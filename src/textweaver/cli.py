@@ -359,7 +359,7 @@ def generate(
 ) -> None:
     """Generate text from a trained model. Only the text goes to stdout (the prompt, then the continuation)."""
     from textweaver.api import load
-    from textweaver.generate import check_output, describe, read_prompt_file, write_atomically
+    from textweaver.generate import check_output, describe, read_prompt_file, write_output
 
     if stream and num_samples > 1:
         raise TextweaverError("--stream prints one sample: drop --stream or --num-samples")
@@ -390,7 +390,7 @@ def generate(
     if output is None:
         print(result)
     else:
-        write_atomically(output, result + "\n")
+        write_output(output, result + "\n")
 
 
 @app.command("eval")

@@ -10,9 +10,7 @@ moving (unlike a frozen window that repeats itself).
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import torch
 from textweaver.corpus import detect_encoding
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, RNNLanguageModel
+from textweaver.runlog import write_atomically
 from textweaver.sampling import SamplingOptions, next_tokens
 from textweaver.tokenizer import Tokenizer
 
@@ -279,19 +278,9 @@ def check_output(path: Path) -> None:
         raise TextweaverError(f"--output {path}: the folder {path.parent} does not exist: create it or choose another")
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` whole or not at all: into a new file beside it, then renamed
-    over it, so a failed or interrupted write leaves no partial file and an older file as it was."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+def write_output(path: Path, text: str) -> None:
+    """``--output``: the whole text or nothing (an older file stays as it was)."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides, as for any new file
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise TextweaverError(f"--output {path}: cannot write ({e.strerror or e}): nothing was written") from None
-        raise
+        write_atomically(path, text.encode("utf-8"))
+    except OSError as e:
+        raise TextweaverError(f"--output {path}: cannot write ({e.strerror or e}): nothing was written") from None

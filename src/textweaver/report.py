@@ -13,18 +13,13 @@ still training. Training writes ``RUN_DIR/report.html`` when it ends.
 
 from __future__ import annotations
 
-import ast
 import base64
 import contextlib
 import hashlib
 import html
 import json
 import math
-import os
-import re
-import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -32,18 +27,17 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from textweaver import __version__, checkpoint
+from textweaver import __version__, checkpoint, runlog
 from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.export import WEB_DIR
 from textweaver.models import build_model, num_parameters
+from textweaver.runlog import Evaluation
 
 REPORT_FILE = "report.html"  # written into the run folder unless --out says otherwise
 SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "chart.js")  # inlined in this order, before the page script
 STYLES = ("style.css", "vendor/uplot/uPlot.min.css")
 CHART_KEYS = ("step", "elapsed_s", "train_loss", "val_loss", "lr", "tokens_per_s")  # of each metrics record
-SAMPLE_HEADER = re.compile(r"===== step (\d+) \| prompt (.*)")  # runlog.RunLog.samples writes these
-SAMPLE_TEMPERATURE = re.compile(r"--- temperature (\S+)")
 
 PAGE_SCRIPT = """
 (function () {
@@ -129,22 +123,13 @@ $scripts
 """)
 
 
-@dataclass
-class Evaluation:
-    """The samples one evaluation wrote: a prompt and one text per temperature."""
-
-    step: int
-    prompt: str
-    texts: list[tuple[str, list[str]]] = field(default_factory=list)  # (temperature, lines)
-
-
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
-    page = render(run_dir, records, _read_config(run_dir), read_samples(run_dir / "samples.txt"))
+    page = render(run_dir, records, _read_config(run_dir), read_samples(run_dir))
     target = Path(out) if out is not None else run_dir / REPORT_FILE
-    _write_atomically(target, page)
+    _write(target, page)
     return target
 
 
@@ -162,21 +147,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """The records of ``metrics.jsonl``, or one line saying why there are none."""
     if not run_dir.is_dir():
         raise TextweaverError(f"{run_dir}: no such run directory: give the --out folder of a training run")
-    path = run_dir / "metrics.jsonl"
-    if not any((run_dir / name).exists() for name in (path.name, "best", "last", "cache")):
+    if not any((run_dir / name).exists() for name in (runlog.METRICS, "best", "last", "cache")):
         raise TextweaverError(
             f"{run_dir}: not a training run (no metrics.jsonl, best/ or last/): give the --out folder of a training run"
         )
     try:
-        data = path.read_bytes() if path.is_file() else b""
+        records, _ = runlog.read_metrics(run_dir)
     except OSError as e:
-        raise TextweaverError(f"{path}: unreadable ({e.strerror or e}): check its permissions") from None
-    records = []
-    for line in data[: data.rfind(b"\n") + 1].splitlines():  # a line still being written waits for the next report
-        with contextlib.suppress(ValueError):
-            record = json.loads(line)
-            if isinstance(record, dict):
-                records.append(record)
+        raise TextweaverError(
+            f"{run_dir / runlog.METRICS}: unreadable ({e.strerror or e}): check its permissions"
+        ) from None
     if not records:
         raise TextweaverError(
             f"{run_dir}: no metrics yet: the run's first evaluation (every --eval-every steps, and at the end) "
@@ -185,25 +165,13 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def read_samples(path: Path) -> list[Evaluation]:
-    """The evaluations' samples in ``samples.txt`` (none if it is missing); a half-written last one as it is."""
+def read_samples(run_dir: Path) -> list[Evaluation]:
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    except FileNotFoundError:
-        return []
+        return runlog.read_samples(run_dir)
     except OSError as e:
-        raise TextweaverError(f"{path}: unreadable ({e.strerror or e}): check its permissions") from None
-    if lines[-1] == "":
-        lines.pop()  # each text ends with a newline of the format's own
-    evaluations: list[Evaluation] = []
-    for line in lines:
-        if header := SAMPLE_HEADER.fullmatch(line):
-            evaluations.append(Evaluation(int(header[1]), _unquote(header[2])))
-        elif evaluations and (temperature := SAMPLE_TEMPERATURE.fullmatch(line)):
-            evaluations[-1].texts.append((temperature[1], []))
-        elif evaluations and evaluations[-1].texts:
-            evaluations[-1].texts[-1][1].append(line)
-    return evaluations
+        raise TextweaverError(
+            f"{run_dir / runlog.SAMPLES}: unreadable ({e.strerror or e}): check its permissions"
+        ) from None
 
 
 def render(run_dir: Path, records: list[dict[str, Any]], config: dict[str, Any], samples: list[Evaluation]) -> str:
@@ -320,27 +288,17 @@ def _chart_labels(points: list[dict[str, Any]]) -> dict[str, str]:
             "speed": f"Training speed in tokens per second over training time, {span('tokens_per_s')}"}  # fmt: skip
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write to a temporary sibling, then rename over ``path``: a reader sees the old file or the whole new one."""
+def _write(path: Path, text: str) -> None:
     if path.is_dir():
         raise TextweaverError(f"{path} is a folder: give --out a file name, such as {path / REPORT_FILE}")
     if not path.parent.is_dir():
         raise TextweaverError(f"{path.parent}: no such folder: create it or choose another --out")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with tmp.open("x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # Ctrl-C included: never leave the temporary file behind
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise TextweaverError(
-                f"{path}: cannot write the report ({e.strerror or e}): free disk space or choose another --out"
-            ) from None
-        raise
+        runlog.write_atomically(path, text.encode("utf-8"))
+    except OSError as e:
+        raise TextweaverError(
+            f"{path}: cannot write the report ({e.strerror or e}): free disk space or choose another --out"
+        ) from None
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
@@ -365,15 +323,6 @@ def _json_for_html(data: object) -> str:
 def _hash(source: str) -> str:
     """A CSP source that allows exactly this inline script or style."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-def _unquote(prompt: str) -> str:
-    """The prompt as runlog wrote it with ``!r``, back to plain text."""
-    try:
-        value = ast.literal_eval(prompt)
-    except (ValueError, SyntaxError):
-        return prompt
-    return value if isinstance(value, str) else prompt
 
 
 def _finite(value: object) -> float | int | None:

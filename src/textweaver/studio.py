@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -41,11 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from textweaver import __version__
+from textweaver import __version__, runlog
 from textweaver.api import TextModel, load
 from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
 from textweaver.errors import TextweaverError
 from textweaver.export import QUANTIZE, WEB_DIR
+from textweaver.runlog import read_metrics
 from textweaver.server import (
     CSP,
     DEFAULT_HOST,
@@ -73,7 +73,6 @@ from textweaver.workspace import (
     Trainer,
     Workspace,
     parse_size,
-    read_metrics,
 )
 
 DEFAULT_BUDGET = "5m"
@@ -94,6 +93,9 @@ class RunParams(BaseModel):
     model: str = Field("auto", max_length=32, description="auto, or KIND PRESET such as 'lstm small'.")
     init_from: str | None = Field(None, max_length=80, description="Fine-tune a base model or another run.")
     name: str | None = Field(None, max_length=80, description="Run name; default: from the text's name.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Steps between evaluations (each adds a chart point); default: the CLI's."
+    )
 
 
 class ResumeParams(BaseModel):
@@ -361,31 +363,9 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
-    """``samples.txt`` as records: step, prompt and the text at each temperature."""
-    try:
-        text = (run_dir / "samples.txt").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return []
-    found = []
-    for block in re.split(r"^===== ", text, flags=re.MULTILINE)[1:]:
-        head, _, body = block.partition("\n")
-        m = re.match(r"step (\d+) \| prompt (.*)$", head)
-        if not m:
-            continue
-        parts = re.split(r"^--- temperature (\S+)\n", body, flags=re.MULTILINE)
-        texts = {parts[i]: parts[i + 1].removesuffix("\n") for i in range(1, len(parts) - 1, 2)}
-        found.append({"step": int(m.group(1)), "prompt": _unrepr(m.group(2)), "samples": texts})
-    return found
-
-
-def _unrepr(text: str) -> str:
-    import ast
-
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    return value if isinstance(value, str) else text
+    """The samples of each evaluation as JSON: step, prompt and the text at each temperature."""
+    return [{"step": e.step, "prompt": e.prompt, "samples": {t: "\n".join(lines) for t, lines in e.texts}}
+            for e in runlog.read_samples(run_dir)]  # fmt: skip
 
 
 def _recipe(run_dir: Path) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ from typing import Any
 from textweaver.config import PRESETS, parse_duration
 from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX, CorpusOptions, builtin_corpus_path, iter_text
 from textweaver.errors import TextweaverError
+from textweaver.runlog import read_metrics, write_atomically
 
 DEFAULT_WORKSPACE = "textweaver-studio"
 MAX_UPLOAD = "200MB"  # per text (--max-upload): a long novel is 2-10 MB
@@ -406,23 +407,6 @@ def last_error(log: Path, code: int) -> str:
     return f"the training process failed (exit status {code}){': ' + tail[:200] if tail else ''}"
 
 
-def read_metrics(run_dir: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """The metrics records from byte ``start`` of ``metrics.jsonl`` and where the next read begins
-    (a line still being written is left for the next read)."""
-    try:
-        with (run_dir / "metrics.jsonl").open("rb") as f:
-            f.seek(start)
-            data = f.read()
-    except OSError:
-        return [], start
-    end = data.rfind(b"\n") + 1
-    records = []
-    for line in data[:end].splitlines():
-        with contextlib.suppress(ValueError):
-            records.append(json.loads(line))
-    return records, start + end
-
-
 def last_metrics(run_dir: Path) -> dict[str, Any]:
     records, _ = read_metrics(run_dir)
     return records[-1] if records else {}
@@ -498,9 +482,7 @@ def _script(c: str) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, ensure_ascii=False, indent=1).encode("utf-8"))
 
 
 class NotFound(TextweaverError):
