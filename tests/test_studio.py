@@ -185,6 +185,9 @@ def test_a_run_generates_renames_publishes_and_is_deleted(studio: TestClient, tr
     assert onnx.status_code == 200 and onnx.headers["content-disposition"].endswith('romeo.onnx"')
     int8_onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx", "quantize": "int8"})
     one_line(int8_onnx, 422, "web page only")
+    report = studio.get("/api/runs/romeo/report")
+    assert report.status_code == 200 and report.headers["content-disposition"].endswith('romeo-report.html"')
+    assert 'role="img"' in report.text and "Content-Security-Policy" in report.text
     assert studio.delete("/api/runs/romeo").status_code == 204
     assert studio.get("/api/runs").json()["runs"] == []
 

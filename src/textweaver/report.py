@@ -126,11 +126,15 @@ $scripts
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of the run in ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``) atomically."""
     run_dir = Path(run_dir)
-    records = read_metrics(run_dir)
-    page = render(run_dir, records, _read_config(run_dir), read_samples(run_dir))
+    page = render_report(run_dir)
     target = Path(out) if out is not None else run_dir / REPORT_FILE
     _write(target, page)
     return target
+
+
+def render_report(run_dir: Path) -> str:
+    """The report of the run in ``run_dir`` as it stands now, as one HTML page."""
+    return render(run_dir, read_metrics(run_dir), _read_config(run_dir), read_samples(run_dir))
 
 
 def after_training(run_dir: Path, console: Console) -> None:

@@ -12,6 +12,7 @@ texts and runs, and trainings run as separate ``textweaver train`` processes, on
   (``metrics``, ``sample``, ``status``) as the training writes them
 - ``POST /api/runs/NAME/generate/stream``: a sample as server-sent events (as ``serve``)
 - ``GET /api/runs/NAME/download?format=web|onnx&quantize=``: the exported page as a zip, or model.onnx
+- ``GET /api/runs/NAME/report``: the run report (``textweaver report``), made as the run stands now
 
 Bad input gets a 4xx and a one-line ``message``. It listens on 127.0.0.1 unless told otherwise.
 """
@@ -259,6 +260,14 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
     @app.get("/api/runs/{name}/samples", summary="The samples written at each evaluation")
     def samples(name: str) -> list[dict[str, Any]]:
         return read_samples(space.run_dir(name))
+
+    @app.get("/api/runs/{name}/report", summary="The run's report: one self-contained HTML file")
+    def run_report(name: str) -> Response:
+        from textweaver.report import render_report
+
+        page = render_report(space.run_dir(name))  # made now: a run still training gets its latest state
+        disposition = f'attachment; filename="{name}-report.html"'
+        return Response(page, media_type="text/html", headers={"Content-Disposition": disposition})
 
     @app.get("/api/runs/{name}/events", summary="Metrics, samples and status as server-sent events")
     async def events(name: str, request: Request) -> Response:
