@@ -254,3 +254,22 @@ def test_each_model_is_timed_at_the_batch_it_will_train_with(tmp_path: Path, mon
     train([SHAKESPEARE], tmp_path / "tuned", init_from="builtin:english", max_steps=1, tensorboard=False,
           sample_length=20, eval_tokens=4096)  # fmt: skip
     assert seen == [(512, autoconfig.MIN_BATCH_TOKENS_WIDE)]
+
+
+def test_a_budget_spent_measuring_before_the_first_step_is_one_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A busy machine can spend a short --max-time on the speed measurement: the run must say so,
+    not end 'done' at step 0 without a model."""
+    import time
+
+    from textweaver import train
+    from textweaver.errors import TextweaverError
+
+    def slow(config: ModelConfig, batch: int, device: torch.device) -> Speed:
+        time.sleep(0.6)
+        return Speed(fp32=1e4, bf16=1e4)
+
+    monkeypatch.setattr(calibrate, "measure", slow)
+    with pytest.raises(TextweaverError, match=r"the --max-time of 0\.5 s was used up before the first step: .* took"):
+        train([SHAKESPEARE], tmp_path / "r", max_time=0.5, tensorboard=False)

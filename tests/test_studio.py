@@ -19,7 +19,7 @@ from textweaver.workspace import parse_size
 
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
-FAST = {"model": "lstm tiny"}  # trainings in tests: the smallest model, steps of a few milliseconds
+FAST = {"model": "lstm tiny", "eval_every": 50}  # trainings in tests: the smallest model, evaluated often
 
 
 @pytest.fixture

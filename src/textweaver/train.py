@@ -220,6 +220,12 @@ def _train(
     s = RunState()
     if saved is None:
         s.elapsed_before = choosing
+        if config.max_time is not None and choosing >= config.max_time:
+            raise TextweaverError(
+                f"the --max-time of {config.max_time:g} s was used up before the first step: choosing the recipe "
+                f"(measuring this machine's speed) took {choosing:.1f} s: give a longer --max-time, or --preset and "
+                "--precision, which need no measuring"
+            )
     else:
         optimizer.load_state_dict(trainer_state["optimizer"])
         batches.load_state_dict(trainer_state["batches"])
