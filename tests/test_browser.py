@@ -1,19 +1,14 @@
 """The page in headless Chromium: the static export (offline) and `textweaver serve` generate text.
 
-Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the Python playwright
-package; Playwright's own browser downloads are never used. Screenshots and the measured numbers
-go to tests/artifacts/ (git-ignored).
+Screenshots and the measured numbers go to tests/artifacts/ (git-ignored); tests/browser.py says
+what the browser needs.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +20,11 @@ from textweaver.export import export
 from textweaver.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, next_tokens, probabilities
 from textweaver.server import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 
+from browser import ARTIFACTS, chromium, serve_app, serve_folder
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 LOAD_TIMEOUT_MS = 120_000
 # Press generate, then stop as soon as the first text shows (a tiny model could finish before a
 # separate click arrives).
@@ -52,16 +42,8 @@ STOP_AT_FIRST_TEXT = """() => new Promise((resolve) => {
 
 @pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=FLAGS, viewport={"width": 1200, "height": 900},
-        )  # fmt: skip
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1200, "height": 900}) as context:
         yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +51,6 @@ def lstm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("browser-runs") / "lstm"
     train([SHAKESPEARE], out, model="lstm", max_steps=40, **TINY)
     return out
-
-
-@contextmanager
-def serve_folder(site: Path) -> Iterator[str]:
-    """``site`` served by Python's own static file server on 127.0.0.1."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(site)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    finally:
-        httpd.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -92,26 +63,10 @@ def static_site(lstm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def api_server(lstm_run: Path) -> Iterator[str]:
     """`textweaver serve`'s app under uvicorn on 127.0.0.1."""
-    import uvicorn
-
     from textweaver.server import create_app
 
-    config = uvicorn.Config(create_app(lstm_run), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    with serve_app(create_app(lstm_run)) as url:
+        yield url
 
 
 class PageRun:

@@ -24,17 +24,11 @@ from textweaver.export import WEB_DIR
 from textweaver.models import num_parameters
 from textweaver.report import REPORT_FILE, write_report
 
+from browser import ARTIFACTS, chromium
 from conftest import SHAKESPEARE, TINY, one_line_error, run_cli
 
 XSS = "<script>alert(1)</script>"
 UPLOT = WEB_DIR / "vendor" / "uplot"
-# as in tests/test_browser.py (copied, so this file does not depend on that module's imports)
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -226,13 +220,8 @@ def test_vendored_uplot_matches_its_pinned_checksums() -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.mark.slow

@@ -10,8 +10,6 @@ tests/artifacts/studio-*.png (git-ignored).
 from __future__ import annotations
 
 import re
-import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from test_browser import ARTIFACTS, CHROMIUM, FLAGS, PageRun, serve_folder
 from textweaver.studio import create_app
 
+from browser import ARTIFACTS, chromium, serve_app, serve_folder
 from conftest import SHAKESPEARE
+from test_browser import PageRun
 
 pytestmark = pytest.mark.slow
 
@@ -39,35 +38,18 @@ VAL_POINTS = "() => Number(document.getElementById('live-chart').dataset.valPoin
 
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=FLAGS, viewport={"width": 1200, "height": 900}, accept_downloads=True,
-        )  # fmt: skip
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), viewport={"width": 1200, "height": 900},
+                  accept_downloads=True) as context:  # fmt: skip
         context.set_default_timeout(TIMEOUT_MS)
         yield context
-        context.close()
 
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`textweaver studio`'s app under uvicorn on 127.0.0.1, with a fresh workspace."""
-    import uvicorn
-
     app = create_app(tmp_path_factory.mktemp("studio") / "workspace")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url
     app.state.trainer.close()
 
 

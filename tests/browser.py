@@ -1,0 +1,81 @@
+"""What the browser tests share: Debian's chromium under Playwright, and servers on 127.0.0.1.
+
+Needs Debian's chromium at /usr/bin/chromium (`.ci/run` installs it) and the Python playwright
+package; Playwright's own browser downloads are never used. Screenshots go to tests/artifacts/
+(git-ignored).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
+@contextmanager
+def chromium(profile: Path | None = None, **options: Any) -> Iterator[Any]:
+    """A headless Debian chromium: a persistent context in ``profile`` (``options`` as Playwright's
+    ``launch_persistent_context``), or with no profile the browser itself. Skips the test where
+    chromium or playwright is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as p:
+        if profile is None:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        else:
+            browser = p.chromium.launch_persistent_context(
+                str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS, **options
+            )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """An ASGI app (``serve``'s or the studio's) under uvicorn on 127.0.0.1, on a free port."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def serve_folder(site: Path) -> Iterator[str]:
+    """``site`` served by Python's own static file server on 127.0.0.1."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    finally:
+        httpd.shutdown()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
