@@ -190,7 +190,7 @@ def create_app(
 
     def busy() -> JSONResponse:
         message = f"busy: {slots.capacity} generations are running or waiting; retry in {RETRY_AFTER_S} s"
-        return _error(message, 503, {"Retry-After": str(RETRY_AFTER_S)})
+        return error_response(message, 503, {"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -202,12 +202,12 @@ def create_app(
         return JSONResponse({"message": message, "detail": jsonable_encoder(detail)}, status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(str(exc.detail), exc.status_code, exc.headers)
+    async def _httperror_response(request: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(str(exc.detail), exc.status_code, exc.headers)
 
     @app.exception_handler(TextweaverError)
     async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
-        return _error(str(exc), 422)
+        return error_response(str(exc), 422)
 
     @app.get("/api/info", summary="The model card: corpus, size, metrics")
     def info() -> dict[str, Any]:
@@ -220,7 +220,7 @@ def create_app(
     @app.post("/api/generate", summary="Generate text", response_model=GenerateResult,
               responses={503: {"description": "Too many requests running or waiting; see Retry-After"}})  # fmt: skip
     def generate(params: GenerateParams) -> GenerateResult | JSONResponse:
-        request = _request(model, params, params.num_samples)
+        request = generation_request(model, params, params.num_samples)
         deadline = time.monotonic() + timeout
         ticket = slots.take_worker(deadline)
         if ticket is None:
@@ -230,7 +230,7 @@ def create_app(
             steps = list(_until(model.generator.stream(request, warn=False), deadline))
             elapsed = time.perf_counter() - start
         except TimedOut:
-            return _error(timeout_message(timeout), 504)
+            return error_response(timeout_message(timeout), 504)
         finally:
             ticket.release()
         samples, tokens = join_samples(steps, request.num_samples), _tokens(len(steps), request)
@@ -249,12 +249,12 @@ def create_app(
         responses={503: {"description": "Too many requests running or waiting; see Retry-After"}},
     )
     def stream(params: StreamParams) -> Response:
-        request = _request(model, params, 1)
+        request = generation_request(model, params, 1)
         deadline = time.monotonic() + timeout
         ticket = slots.take_worker(deadline)
         if ticket is None:
             return busy()
-        events = _events(model, request, ticket, deadline, timeout)
+        events = sample_events(model, request, ticket, deadline, timeout)
         weakref.finalize(events, ticket.release)  # a stream dropped unread still gives its worker back
         return EventStream(events, media_type="text/event-stream",
                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
@@ -286,7 +286,7 @@ def page_limits() -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _request(model: TextModel, params: StreamParams, num_samples: int) -> GenerationRequest:
+def generation_request(model: TextModel, params: StreamParams, num_samples: int) -> GenerationRequest:
     """The generation request, with the prompt chosen now so the response can show it."""
     prompt = params.prompt or model.random_prompt(params.seed)
     return model.request(prompt, params.length, params.temperature, params.top_k, params.top_p,
@@ -310,7 +310,7 @@ def timeout_message(timeout: float) -> str:
     return f"generation stopped at the {timeout:g} s limit per request (--timeout): ask for fewer tokens or samples"
 
 
-def _events(
+def sample_events(
     model: TextModel, request: GenerationRequest, ticket: Ticket, deadline: float, timeout: float
 ) -> Generator[str, None, None]:
     """Server-sent events for one sample; holds its worker until the end, the time limit, or the
@@ -338,7 +338,7 @@ def _events(
     yield event({"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}, "done")
 
 
-def _error(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """An error response: a one-line ``message`` (and the same as FastAPI's usual ``detail``)."""
     return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
 
@@ -360,26 +360,36 @@ def serve(
     timeout: float = TIMEOUT_S,
 ) -> None:
     """Load the model and serve the page and the API until Ctrl-C."""
-    import uvicorn
-
-    if not 0 < port < 65536:
-        raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
+    check_port(port)
     if workers < 1 or queue < 0:
         raise TextweaverError(f"--workers must be at least 1 and --queue at least 0, got {workers} and {queue}")
     if not timeout > 0:
         raise TextweaverError(f"--timeout must be a positive number of seconds, got {timeout}")
     app = create_app(run_dir, device, title, description, workers, queue, timeout)
-    _check_free(host, port)
+    run_app(app, host, port, f"serving {app.state.model.checkpoint.directory}", "use the model", "(API docs at /docs)")
+
+
+def check_port(port: int) -> None:
+    if not 0 < port < 65536:
+        raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
+
+
+def run_app(app: FastAPI, host: str, port: int, what: str, exposes: str, extra: str = "") -> None:
+    """Listen on ``host:port`` until Ctrl-C, saying ``what`` is served where; any host but the loopback
+    gets a warning that anyone who can reach the machine may ``exposes`` (there is no authentication)."""
+    import uvicorn
+
+    check_free(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can use the model "
-              "(the API has no authentication)", file=sys.stderr)  # fmt: skip
+        print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can {exposes} "
+              "(there is no authentication)", file=sys.stderr)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
-    print(f"textweaver: serving {app.state.model.checkpoint.directory} at http://{shown}:{port}/ "
-          f"(API docs at /docs); Ctrl-C stops", file=sys.stderr)  # fmt: skip
+    print(f"textweaver: {what} at http://{shown}:{port}/ {extra + '; ' if extra else ''}Ctrl-C stops",
+          file=sys.stderr)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def _check_free(host: str, port: int) -> None:
+def check_free(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:

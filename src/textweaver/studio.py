@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -56,10 +55,11 @@ from textweaver.server import (
     EventStream,
     GenerationSlots,
     StreamParams,
-    _check_free,
-    _error,
-    _events,
-    _request,
+    check_port,
+    error_response,
+    generation_request,
+    run_app,
+    sample_events,
 )
 from textweaver.workspace import (
     BASES,
@@ -127,7 +127,7 @@ class BodyLimits:
         error = TooLarge(limit) if is_upload else BodyTooLarge(f"request body larger than {limit:,} bytes")
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > limit:
-            return await _error(str(error), 413)(scope, receive, send)
+            return await error_response(str(error), 413)(scope, receive, send)
         seen = 0
 
         async def counted() -> Message:
@@ -156,7 +156,7 @@ class SameOrigin:
             foreign = origin is not None and urlsplit(origin).netloc != headers.get("host")
             if foreign or headers.get("sec-fetch-site") == "cross-site":
                 message = "cross-site request refused: use the studio's own page"
-                return await _error(message, 403)(scope, receive, send)
+                return await error_response(message, 403)(scope, receive, send)
         await self.app(scope, receive, send)
 
 
@@ -182,16 +182,18 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         where = [".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body" for e in errors]
-        return _error("; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True)), 422)
+        return error_response(
+            "; ".join(f"{w}: {e.get('msg', 'invalid')}" for w, e in zip(where, errors, strict=True)), 422
+        )
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(str(exc.detail), exc.status_code, exc.headers)
+        return error_response(str(exc.detail), exc.status_code, exc.headers)
 
     @app.exception_handler(TextweaverError)
     async def _refused(request: Request, exc: TextweaverError) -> JSONResponse:
         status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else 422
-        return _error(str(exc), 413 if isinstance(exc, TooLarge | BodyTooLarge) else status)
+        return error_response(str(exc), 413 if isinstance(exc, TooLarge | BodyTooLarge) else status)
 
     @app.get("/api/studio", summary="The choices and limits the page offers")
     def studio() -> dict[str, Any]:
@@ -278,12 +280,14 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
     @app.post("/api/runs/{name}/generate/stream", summary="Generate one sample from a run as server-sent events")
     def generate(name: str, params: StreamParams) -> Response:
         model = _model(name)
-        request = _request(model, params, 1)
+        request = generation_request(model, params, 1)
         deadline = time.monotonic() + TIMEOUT_S
         ticket = slots.take_worker(deadline)
         if ticket is None:
-            return _error("busy: too many generations are running; retry in a second", 503, {"Retry-After": "1"})
-        stream = _events(model, request, ticket, deadline, TIMEOUT_S)
+            return error_response(
+                "busy: too many generations are running; retry in a second", 503, {"Retry-After": "1"}
+            )
+        stream = sample_events(model, request, ticket, deadline, TIMEOUT_S)
         weakref.finalize(stream, ticket.release)
         return EventStream(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
@@ -407,19 +411,10 @@ def serve_studio(
     max_upload: str = MAX_UPLOAD,
 ) -> None:
     """Serve the studio until Ctrl-C; trainings still running then save a checkpoint and stop."""
-    import uvicorn
-
-    if not 0 < port < 65536:
-        raise TextweaverError(f"--port must be between 1 and 65535, got {port}")
+    check_port(port)
     app = create_app(workspace, max_upload)
-    _check_free(host, port)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can train, read and "
-              "delete the runs of this workspace (the studio has no authentication)", file=sys.stderr)  # fmt: skip
-    shown = f"[{host}]" if ":" in host else host
-    print(f"textweaver: studio for {Path(workspace).absolute()} at http://{shown}:{port}/; Ctrl-C stops",
-          file=sys.stderr)  # fmt: skip
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        run_app(app, host, port, f"studio for {Path(workspace).absolute()}",
+                "train, read and delete the runs of this workspace")  # fmt: skip
     finally:
         app.state.trainer.close()
