@@ -137,6 +137,18 @@ def test_a_failed_training_shows_its_one_line_error_and_the_studio_lives_on(stud
     assert studio.get("/api/studio").status_code == 200
 
 
+def test_a_relative_workspace_and_a_chinese_file_name_train(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    app = create_app("ws")  # as `textweaver studio` makes it: relative to where it was started
+    with TestClient(app) as client:
+        text = upload(client, "西游记.txt", XIYOUJI.read_bytes()).json()["id"]
+        run = client.post("/api/runs", json={"texts": [text], "budget": "4s", **FAST}).json()
+        assert run["name"] == "西游记-1"
+        assert wait_for(client, "西游记-1", ("done", "failed"))["status"] == "done"
+        one_line(client.patch("/api/runs/西游记-1", json={"name": "_hidden"}), 422, "bad run name")
+    app.state.trainer.close()
+
+
 def test_a_restarted_studio_lists_the_interrupted_run_and_resumes_it(tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     app = create_app(workspace)

@@ -384,7 +384,7 @@ def run_app(app: FastAPI, host: str, port: int, what: str, exposes: str, extra: 
         print(f"textweaver: warning: listening on {host}: anyone who can reach this machine can {exposes} "
               "(there is no authentication)", file=sys.stderr)  # fmt: skip
     shown = f"[{host}]" if ":" in host else host
-    print(f"textweaver: {what} at http://{shown}:{port}/ {extra + '; ' if extra else ''}Ctrl-C stops",
+    print(f"textweaver: {what} at http://{shown}:{port}/{' ' + extra if extra else ''}; Ctrl-C stops",
           file=sys.stderr)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -39,7 +39,8 @@ from textweaver.runlog import read_metrics, write_atomically
 DEFAULT_WORKSPACE = "textweaver-studio"
 MAX_UPLOAD = "200MB"  # per text (--max-upload): a long novel is 2-10 MB
 MAX_NAME_CHARS = 64
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # also a safe folder name: no '/', no leading '.'
+# letters (any script: 西游记-1), digits, '.', '_', '-', not first '.', '_' or '-': a safe folder name
+RUN_NAME = re.compile(r"[^\W_][\w.-]*")
 TEXT_ID = re.compile(r"t[0-9a-f]{12}")
 STUDIO_FILE = "studio.json"
 LOG_FILE = "studio.log"  # the training process's stderr
@@ -89,9 +90,9 @@ class RunRecord:
 
 class Workspace:
     def __init__(self, root: Path, max_upload: int) -> None:
-        self.root = root
+        self.root = root.absolute()  # the trainings run in their run folders: paths must not be relative
         self.max_upload = max_upload
-        self.texts_dir, self.runs_dir = root / "texts", root / "runs"
+        self.texts_dir, self.runs_dir = self.root / "texts", self.root / "runs"
         for d in (self.texts_dir, self.runs_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
@@ -228,7 +229,7 @@ class Workspace:
             shutil.rmtree(trash, ignore_errors=True)
 
     def _free_name(self, text_name: str) -> str:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text_name).stem.removeprefix(BUILTIN_PREFIX)).strip("-._")
+        stem = re.sub(r"[^\w.-]+", "-", Path(text_name).stem.removeprefix(BUILTIN_PREFIX)).strip("-._")
         stem = (stem or "run")[:40]
         for n in range(1, 10_000):
             name = f"{stem}-{n}"
