@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +21,32 @@ from textweaver.run_state import RunState
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 
 
+def evaluations(run: Path) -> list[dict[str, Any]]:
+    """The metrics records of the evaluations (the progress records between them carry no val_loss)."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "val_loss" in r]
+
+
+def test_progress_is_recorded_between_evaluations_without_validation_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from textweaver import runlog
+
+    monkeypatch.setattr(sys.modules["textweaver.train"], "PROGRESS_EVERY_S", 0.0)  # every step
+    assert runlog.PROGRESS_EVERY_S > 0
+    train([SHAKESPEARE], tmp_path / "r", max_steps=6, **{**TINY, "eval_every": 3})
+    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    progress = [r for r in records if "val_loss" not in r]
+    assert [r["step"] for r in progress] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["train_loss"]) and r["lr"] > 0 and r["tokens_per_s"] > 0 for r in progress)
+    assert [r["step"] for r in evaluations(tmp_path / "r")] == [3, 6]
+
+
 def test_training_lowers_the_validation_loss_and_logs_it(tmp_path: Path) -> None:
     result = train([SHAKESPEARE], tmp_path / "r", max_steps=120, **{**TINY, "eval_every": 40})
-    records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    records = evaluations(tmp_path / "r")
     assert [r["step"] for r in records] == [40, 80, 120]
     assert records[-1]["val_loss"] < records[0]["val_loss"] < math.log(60)
     assert result.val_bpc == pytest.approx(records[-1]["val_bpc"])
@@ -75,8 +99,7 @@ def test_resume_keeps_the_runs_settings_and_takes_only_the_options_given(
     saved = json.loads((run / "last" / "config.json").read_text())["train"]
     assert (saved["patience"], saved["eval_every"], saved["max_steps"]) == (30, 2, 10)
     assert (saved["sample_length"], saved["tensorboard"]) == (TINY["sample_length"], False)
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 6, 8, 10]
+    assert [r["step"] for r in evaluations(run)] == [2, 4, 6, 8, 10]
     err = capsys.readouterr().err
     assert "--max-steps: 6 -> 10" in err and "--patience" not in err and "--eval-every" not in err
 
@@ -113,13 +136,13 @@ def test_a_longer_budget_on_resume_keeps_the_learning_rate_decaying(
     train([SHAKESPEARE], run, max_steps=10, **{**TINY, "eval_every": 1, "warmup_steps": 0, "lr": 1e-2})
     monkeypatch.undo()
     train([SHAKESPEARE], run, resume=True, max_steps=20)  # half way through 10 steps, now 20 in all
-    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in evaluations(run)]
     assert len(lrs) == 20
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(lrs)), lrs
     assert lrs[5] < lrs[4] and lrs[-1] == pytest.approx(1e-3, rel=0.05)  # decays on, to the floor at the new end
 
     train([SHAKESPEARE], run, resume=True, max_steps=24)  # a finished run given more: it stays at the floor
-    lrs = [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in evaluations(run)]
     assert len(lrs) == 24 and lrs[-4:] == pytest.approx([1e-3] * 4, rel=0.05)
 
 

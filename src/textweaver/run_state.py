@@ -98,6 +98,10 @@ class RunState:
             "best_val_loss": self.best_val_loss, "lr": self.lr, "tokens_per_s": round(self.tokens_per_s(), 1),
         }  # fmt: skip
 
+    def live_metrics(self) -> dict[str, Any]:
+        """A record between evaluations: no validation figures (they would repeat the last evaluation's)."""
+        return {k: v for k, v in self.metrics().items() if k not in ("val_loss", "val_bpc", "best_val_loss")}
+
     def dump(self, optimizer: torch.optim.Optimizer, batches: Any, ranks: distributed.Dist) -> dict[str, Any]:
         """Everything to resume; the RNN's carried state is gathered from all ranks (a collective)."""
         rnn_state = None

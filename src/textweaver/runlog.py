@@ -18,6 +18,9 @@ from typing import Any
 from textweaver.errors import TextweaverError
 
 METRICS, SAMPLES = "metrics.jsonl", "samples.txt"
+# a record without validation figures this often, between evaluations: the studio's live chart and
+# TensorBoard follow the training loss (and speed) as it falls, not only at each evaluation
+PROGRESS_EVERY_S = 2.0
 SAMPLE_HEADER = re.compile(r"===== step (\d+) \| prompt (.*)")  # as RunLog.samples writes them
 SAMPLE_TEMPERATURE = re.compile(r"--- temperature (\S+)")
 

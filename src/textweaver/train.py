@@ -48,7 +48,7 @@ from textweaver.evaluate import score
 from textweaver.generate import GenerationRequest, Generator
 from textweaver.models import build_model, detach_state, num_parameters, set_dropout, set_unigram_prior
 from textweaver.run_state import RunState, StopFlag
-from textweaver.runlog import RunLog
+from textweaver.runlog import PROGRESS_EVERY_S, RunLog
 from textweaver.sampling import SamplingOptions
 from textweaver.schedule import learning_rate
 
@@ -283,6 +283,7 @@ def _train(
     # ---- the loop
     stop = StopFlag()
     stopped = ""
+    last_progress = time.monotonic()
     columns = (TextColumn("[bold]train"), BarColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
     with stop.installed(), Progress(*columns, console=console, disable=not progress, transient=True) as bar:
@@ -327,6 +328,9 @@ def _train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             s.after_step(loss_value, x.numel() * ranks.world_size, lr)
+            if log is not None and time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+                log.metrics(s.step, s.live_metrics())  # live charts (studio, TensorBoard) between evaluations
+                last_progress = time.monotonic()
             if config.dropout is None and s.step >= AUTO_DROPOUT_AFTER_STEPS:
                 config.dropout = _budget_dropout(config, s, len(data.train), model_config.n_embd, ranks, console)
                 set_dropout(model, config.dropout)
