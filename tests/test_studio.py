@@ -120,13 +120,23 @@ def test_trainings_run_one_at_a_time_can_be_stopped_and_stream_their_progress(st
     metrics = studio.get(f"/api/runs/{first['name']}/metrics").json()
     assert metrics[-1]["elapsed_s"] >= 6 and any("val_loss" in m for m in metrics)
     assert wait_for(studio, "two", ("running",))["queue_position"] is None  # the queue moved on
-    time.sleep(3)
+    deadline = time.monotonic() + 120
+    while not studio.get("/api/runs/two/metrics").json() and time.monotonic() < deadline:
+        time.sleep(0.2)  # training (not still starting): the stop saves a checkpoint
     stopped = studio.post("/api/runs/two/stop").json()
     assert stopped["status"] == "running"  # until the process has saved its checkpoint
     stopped = wait_for(studio, "two", ("stopped",))
     assert stopped["has_model"] and 0 < stopped["elapsed_s"] < 25
     samples = studio.get(f"/api/runs/{first['name']}/samples").json()
     assert samples and set(samples[0]["samples"]) == {"0.2", "0.5", "1.0"}
+
+
+def test_a_training_stopped_while_it_starts_is_stopped_not_failed(studio: TestClient) -> None:
+    studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "30s", "name": "early", **FAST})
+    wait_for(studio, "early", ("running",))
+    studio.post("/api/runs/early/stop")  # the process is still importing torch: SIGTERM ends it at once
+    stopped = wait_for(studio, "early", ("stopped", "failed"))
+    assert (stopped["status"], stopped["message"]) == ("stopped", "stopped before its first step: resume starts it")
 
 
 def test_a_failed_training_shows_its_one_line_error_and_the_studio_lives_on(studio: TestClient) -> None:

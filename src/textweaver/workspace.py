@@ -346,6 +346,8 @@ class Trainer:
             self.stopping.discard(name)
             if self.closed:
                 status, message = "interrupted", "the studio stopped during this run: resume it"
+            elif stopped and code == -signal.SIGTERM:  # stopped while starting, before it could save anything
+                status, message = "stopped", "stopped before its first step: resume starts it"
             elif code == 0:
                 status, message = ("stopped", "stopped: resume continues it") if stopped else ("done", "")
                 if not stopped and "nothing to do" in last_line(self.workspace.runs_dir / name / LOG_FILE):
