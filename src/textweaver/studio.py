@@ -73,6 +73,7 @@ from textweaver.workspace import (
     TooLarge,
     Trainer,
     Workspace,
+    has_model,
     parse_size,
 )
 
@@ -302,7 +303,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
             raise TextweaverError(
                 f"quantize must be fp32, {' or '.join(QUANTIZE)} (the web page only), got {quantize!r}"
             )
-        if not _has_model(run_dir):
+        if not has_model(run_dir):
             raise Conflict(f"run {name!r} has no checkpoint yet: train it a little first")
         tmp = Path(tempfile.mkdtemp(prefix="textweaver-download-"))
         cleanup = BackgroundTask(shutil.rmtree, tmp, ignore_errors=True)
@@ -339,7 +340,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
     def _model(name: str) -> TextModel:
         run_dir = space.run_dir(name)
-        if not _has_model(run_dir):
+        if not has_model(run_dir):
             raise Conflict(f"run {name!r} has no checkpoint yet: wait for its first evaluation")
         stamp = max((run_dir / d / "config.json").stat().st_mtime for d in ("best", "last")
                     if (run_dir / d / "config.json").is_file())  # fmt: skip
@@ -351,24 +352,26 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
     async def _run_events(name: str, run_dir: Path, request: Request) -> AsyncIterator[str]:
         """Everything recorded so far, then what the training adds, until the run stops training."""
-        offset, samples_sent, status = 0, 0, None
+        offset, samples_size, samples_sent, status = 0, -1, 0, None
         while True:
             records, offset = read_metrics(run_dir, offset)
             for record in records:
                 yield _event("metrics", record)
-            found = read_samples(run_dir)
-            for sample in found[samples_sent:]:
-                yield _event("sample", sample)
-            samples_sent = len(found)
+            size = _size(run_dir / runlog.SAMPLES)
+            if size != samples_size:  # samples.txt grows only at evaluations: read it again only then
+                samples_size, found = size, read_samples(run_dir)
+                for sample in found[samples_sent:]:
+                    yield _event("sample", sample)
+                samples_sent = len(found)
             try:
-                summary = _summary(name)
+                current = space.record(name)
+                if (current.status, current.message) != status:
+                    status = current.status, current.message
+                    yield _event("status", _summary(name))
             except NotFound:
                 yield _event("status", {"status": "deleted", "message": "the run was deleted"})
                 return
-            if (summary["status"], summary["message"]) != status:
-                status = summary["status"], summary["message"]
-                yield _event("status", summary)
-            if summary["status"] not in UNFINISHED or await request.is_disconnected():
+            if current.status not in UNFINISHED or await request.is_disconnected():
                 return
             await asyncio.sleep(EVENT_POLL_S)
 
@@ -392,8 +395,11 @@ def _recipe(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def _has_model(run_dir: Path) -> bool:
-    return any((run_dir / d / "config.json").is_file() for d in ("best", "last"))
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _event(name: str, data: Any) -> str:

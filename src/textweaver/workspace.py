@@ -48,6 +48,7 @@ MODELS = ["auto", *(f"{kind} {preset}" for kind, table in PRESETS.items() for pr
 BASES = ["builtin:english", "builtin:chinese", "builtin:shakespeare"]  # "start from" choices (fine-tuning)
 # interrupted: the studio ended while the run was queued or running
 UNFINISHED = ("queued", "running")
+INTERRUPTED = "the studio stopped during this run: resume it"
 
 
 @dataclass
@@ -195,15 +196,16 @@ class Workspace:
 
     def summary(self, name: str) -> dict[str, Any]:
         record = self.record(name)
-        last = last_metrics(self.runs_dir / name)
+        records, _ = read_metrics(self.runs_dir / name)
+        last = records[-1] if records else {}
+        bpc = [r["val_bpc"] for r in records if isinstance(r.get("val_bpc"), int | float)]
         return {
             **asdict(record),
             "steps": last.get("step", 0),
             "elapsed_s": last.get("elapsed_s", 0.0),
             "budget_s": parse_duration(record.budget, "time budget"),
-            "best_val_bpc": best_bpc(self.runs_dir / name),
-            "has_model": (self.runs_dir / name / "best" / "config.json").is_file()
-            or (self.runs_dir / name / "last" / "config.json").is_file(),
+            "best_val_bpc": min(bpc) if bpc else None,
+            "has_model": has_model(self.runs_dir / name),
         }
 
     def rename(self, name: str, new: str) -> RunRecord:
@@ -251,7 +253,7 @@ class Trainer:
         self.closed = False
         for record in self._records():  # a previous studio ended while these were waiting or training
             if record.status in UNFINISHED:
-                record.status, record.message = "interrupted", "the studio stopped during this run: resume it"
+                record.status, record.message = "interrupted", INTERRUPTED
                 workspace.save_record(record)
         self.thread = threading.Thread(target=self._loop, name="textweaver-trainer", daemon=True)
         self.thread.start()
@@ -345,7 +347,7 @@ class Trainer:
             stopped = name in self.stopping
             self.stopping.discard(name)
             if self.closed:
-                status, message = "interrupted", "the studio stopped during this run: resume it"
+                status, message = "interrupted", INTERRUPTED
             elif stopped and code == -signal.SIGTERM:  # stopped while starting, before it could save anything
                 status, message = "stopped", "stopped before its first step: resume starts it"
             elif code == 0:
@@ -385,20 +387,21 @@ def train_command(workspace: Workspace, record: RunRecord, run_dir: Path) -> lis
     return command
 
 
-def last_line(log: Path) -> str:
+def _log_lines(log: Path) -> list[str]:
     try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+        return log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
-        return ""
-    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+        return []
+
+
+def last_line(log: Path, lines: list[str] | None = None) -> str:
+    """The last non-empty line of a training's log (``lines``, if already read)."""
+    return next((line.strip() for line in reversed(_log_lines(log) if lines is None else lines) if line.strip()), "")
 
 
 def last_error(log: Path, code: int) -> str:
     """One line for a failed training: its ``textweaver: error:`` line, or what killed it."""
-    try:
-        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        lines = []
+    lines = _log_lines(log)
     for line in reversed(lines):
         if line.startswith("textweaver: error: "):
             return line.removeprefix("textweaver: error: ")
@@ -406,19 +409,13 @@ def last_error(log: Path, code: int) -> str:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         why = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"the training process was killed by {name}{why}: resume continues from the last checkpoint"
-    tail = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    tail = last_line(log, lines)
     return f"the training process failed (exit status {code}){': ' + tail[:200] if tail else ''}"
 
 
-def last_metrics(run_dir: Path) -> dict[str, Any]:
-    records, _ = read_metrics(run_dir)
-    return records[-1] if records else {}
-
-
-def best_bpc(run_dir: Path) -> float | None:
-    records, _ = read_metrics(run_dir)
-    values = [r["val_bpc"] for r in records if isinstance(r.get("val_bpc"), int | float)]
-    return min(values) if values else None
+def has_model(run_dir: Path) -> bool:
+    """Whether the run has saved a checkpoint (best/ or last/) to generate or export from."""
+    return any((run_dir / d / "config.json").is_file() for d in ("best", "last"))
 
 
 def parse_size(text: str, option: str = "--max-upload") -> int:
