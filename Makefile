@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   - create .venv, install, train on the bundled corpus (90 s), print samples, then fine-tune
-#                 builtin:english on it for 1 minute and print a sample (~3 min in all)
+#   make demo   - create .venv, install, train on the bundled Tiny Shakespeare (90 s), print samples, then
+#                 fine-tune builtin:english for 1 minute on a novel that base never saw (Stevenson's Dr Jekyll
+#                 and Mr Hyde, bundled as builtin:jekyll) and print a sample (~3 min in all)
 #   make test   - create .venv with dev tools, run lint, type checks and the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,11 +22,11 @@ demo: $(VENV)/.installed
 	  echo; echo "===== temperature $$t ====="; \
 	  $(VENV)/bin/textweaver generate runs/demo --prompt "ROMEO:" --length 400 --temperature $$t --seed 1; \
 	done
-	@echo; echo "===== the same text for 1 minute, fine-tuning builtin:english (docs/finetuning.md) ====="
-	$(VENV)/bin/textweaver train builtin:shakespeare --out runs/demo-finetuned --init-from builtin:english \
+	@echo; echo "===== fine-tuning builtin:english for 1 minute on Dr Jekyll and Mr Hyde, a novel it never saw ====="
+	$(VENV)/bin/textweaver train builtin:jekyll --out runs/demo-jekyll --init-from builtin:english \
 	  --max-time 1m --resume
 	@echo; echo "===== fine-tuned, temperature 0.5 ====="
-	$(VENV)/bin/textweaver generate runs/demo-finetuned --prompt "ROMEO:" --length 400 --temperature 0.5 --seed 1
+	$(VENV)/bin/textweaver generate runs/demo-jekyll --prompt "Mr. Utterson" --length 400 --temperature 0.5 --seed 1
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import textweaver.corpus as corpus
+from textweaver.checkpoint import builtin_model_dir
 from textweaver.corpus import CorpusOptions, StartSentences, iter_preprocessed, iter_text, resolve_paths
 from textweaver.errors import TextweaverError
 from textweaver.tokenizer import WORD_PATTERN, preprocess
@@ -18,6 +20,7 @@ from textweaver.tokenizer import WORD_PATTERN, preprocess
 from conftest import XIYOUJI
 
 UTF8 = CorpusOptions()
+ROOT = Path(__file__).resolve().parent.parent
 FILE_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")  # NUL would make it a binary file
 
 # tmp_path and monkeypatch are reused across hypothesis examples; each example rewrites the file
@@ -73,6 +76,19 @@ def test_builtin_shakespeare_is_a_readable_text_file() -> None:
     (path,) = resolve_paths(["builtin:shakespeare"])
     assert path.is_file()
     assert next(iter_text(path, UTF8)).startswith("First Citizen:")
+
+
+def test_the_demo_fine_tunes_on_a_builtin_novel_the_english_base_never_saw() -> None:
+    """make demo fine-tunes builtin:english on builtin:jekyll: the novel must not be among the files the base
+    trained on (its config.json lists them), or the demo would show recall, not learning."""
+    demo = re.search(r"train (builtin:\w+) .*--init-from builtin:english", (ROOT / "Makefile").read_text())
+    assert demo and demo[1] == "builtin:jekyll"
+    (path,) = resolve_paths([demo[1]])
+    text = read_all(path)
+    assert text.startswith("The Strange Case Of Dr. Jekyll And Mr. Hyde\n") and "gutenberg" not in text.lower()
+    base = json.loads((builtin_model_dir("english") / "config.json").read_text(encoding="utf-8"))
+    trained = [Path(f["path"]).name for f in base["corpus"]["files"]]
+    assert len(trained) >= 8 and path.name not in trained and not any("jekyll" in n.lower() for n in trained)
 
 
 def test_unknown_builtin_lists_the_available_ones() -> None:

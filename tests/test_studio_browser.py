@@ -98,7 +98,7 @@ def test_texts_come_by_chooser_drop_or_paste_and_a_refused_file_is_explained_in_
     alert.wait_for()
     message = alert.inner_text().strip()
     assert message.startswith("novel.txt: invalid utf-8 at byte offset 1") and "\n" not in message, message
-    assert page.locator("#texts li").count() == 1  # only builtin:shakespeare: nothing was stored
+    assert page.locator("#texts li").count() == 2  # only builtin:shakespeare and builtin:jekyll: nothing was stored
     shot(section(page, "1. Text"), "bad-file")
 
     page.locator("#drop").evaluate(DROP, ["sonnet.txt", "Shall I compare thee to a summer's day?\n"])

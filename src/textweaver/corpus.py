@@ -24,7 +24,9 @@ from textweaver.tokenizer import preprocess
 AUTO_ENCODING = "auto"  # --encoding auto: detect each file's encoding (charset-normalizer)
 DETECT_BYTES = 1 << 20  # bytes read to detect an encoding
 BUILTIN_PREFIX = "builtin:"
-BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt"}  # Tiny Shakespeare, public domain
+# public-domain texts shipped in textweaver/data (its README.md names the sources): Tiny Shakespeare, and
+# Stevenson's Dr Jekyll and Mr Hyde, which no shipped base model was trained on (the demo fine-tunes on it)
+BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt", "jekyll": "jekyll_and_hyde.txt"}
 CHUNK_BYTES = 8 << 20
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])")
 
