@@ -33,7 +33,9 @@ def chromium(profile: Path | None = None, **options: Any) -> Iterator[Any]:
     chromium or playwright is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing: `pip install -e '.[dev]'` (make test does)"
+    )
     with sync_api.sync_playwright() as p:
         if profile is None:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)

@@ -1,9 +1,13 @@
-"""Shared fixtures: the real-text excerpts in tests/data and a small trained run."""
+"""Shared fixtures: the real-text excerpts in tests/data and a small trained run; and the rule that
+under TEXTWEAVER_NO_SKIP=1 (CI) a skipped test fails the run."""
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +20,54 @@ SQLITE = DATA / "sqlite_excerpt.c"
 # Small and fast settings for runs made in tests.
 # float32: runs that are compared with each other must not depend on a speed measurement.
 TINY = {"preset": "tiny", "precision": "fp32", "tensorboard": False, "eval_every": 1000, "sample_length": 20}
+
+
+NO_SKIP = "TEXTWEAVER_NO_SKIP"  # set to 1 by .ci/run: every test must run there
+
+
+def _no_skip() -> bool:
+    return os.environ.get(NO_SKIP, "") not in ("", "0")
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)  # (file, line, "Skipped: why")
+
+
+def _fail_if_skipped(report: pytest.CollectReport | pytest.TestReport, ran: bool) -> None:
+    """A skip becomes a failure that gives the skip's reason. An expected failure (xfail) that ran
+    to its failure stays as it is; one that never ran (``run=False``, ``pytest.xfail()``) is a skip."""
+    if _no_skip() and report.skipped and not (ran and hasattr(report, "wasxfail")):
+        why = getattr(report, "wasxfail", None) or _skip_reason(report)
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and {NO_SKIP}=1 says every test must run: {why}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield  # skip(), skipif, importorskip, a fixture that skips: all end here as a skipped report
+    stopped = call.excinfo is not None and call.excinfo.errisinstance(pytest.xfail.Exception)
+    _fail_if_skipped(report, ran=call.when == "call" and not stopped)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    report = yield  # a module skipped as a whole (importorskip or skip(allow_module_level=True) at import)
+    _fail_if_skipped(report, ran=False)
+    return report
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outside the terminal reporter's own wrapper
+def pytest_terminal_summary(terminalreporter: Any) -> Generator[None, None, None]:
+    yield  # after the short summary that lists each skip's reason
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    if skipped and not _no_skip():
+        terminalreporter.write_line(
+            f"{skipped} skipped (reasons above): CI runs with {NO_SKIP}=1, where a skip fails the run.",
+            yellow=True,
+            bold=True,
+        )
 
 
 @pytest.fixture(autouse=True)

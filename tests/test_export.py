@@ -282,7 +282,10 @@ console.log(JSON.stringify(out));
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed: the JavaScript mirror is untested")
+@pytest.mark.skipif(
+    shutil.which("node") is None,
+    reason="node is missing, so sampling.js and tokenizer.js go untested: `apt-get install -y nodejs` (.ci/run does)",
+)
 def test_javascript_sampling_and_tokenizer_mirror_python(tmp_path: Path) -> None:
     web = Path(__file__).parents[1] / "src" / "textweaver" / "web"
     for name in ("sampling.js", "tokenizer.js"):
