@@ -52,7 +52,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     output = two.stdout + two.stderr
     assert "rank 0/2 finished 12 steps" in output and "rank 1/2 finished 12 steps" in output
     written = sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith("."))
-    assert written == ["best", "cache", "last", "metrics.jsonl", "report.html", "samples.txt"]
+    assert written == ["best", "cache", "last", "metrics.jsonl", "report.html", "samples.jsonl"]
     records = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len([r for r in records if "val_loss" in r]) == 2  # evaluations (progress records come between)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
+import math
 import os
 import re
 import shutil
@@ -23,6 +25,7 @@ from textweaver.errors import TextweaverError
 from textweaver.export import WEB_DIR
 from textweaver.models import num_parameters
 from textweaver.report import REPORT_FILE, write_report
+from textweaver.runlog import RunLog
 
 from browser import ARTIFACTS, chromium
 from conftest import SHAKESPEARE, TINY, one_line_error, run_cli
@@ -35,7 +38,9 @@ UPLOT = WEB_DIR / "vendor" / "uplot"
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LSTM evaluated three times (steps 20, 40, 60): three records, three sets of samples."""
     out = tmp_path_factory.mktemp("report-runs") / "tiny"
-    train([SHAKESPEARE], out, model="lstm", max_steps=60, **{**TINY, "eval_every": 20})
+    with pytest.MonkeyPatch.context() as patch:  # only the evaluations' records, however slow the machine
+        patch.setattr(importlib.import_module("textweaver.train"), "PROGRESS_EVERY_S", math.inf)
+        train([SHAKESPEARE], out, model="lstm", max_steps=60, **{**TINY, "eval_every": 20})
     return out
 
 
@@ -115,8 +120,7 @@ def test_the_report_shows_the_automatic_recipe_and_the_fine_tuning_source(copied
 def test_text_from_the_corpus_cannot_inject_markup(copied_run: Path) -> None:
     """Samples, prompts and the run's name are text, never HTML: a corpus may well contain <script>."""
     named = copied_run.rename(copied_run.with_name("<b>run"))
-    with (named / "samples.txt").open("a", encoding="utf-8") as f:
-        f.write(f"===== step 99 | prompt {XSS!r}\n--- temperature 0.5\n{XSS} and </script><!-- more\n")
+    RunLog(named, tensorboard=False).samples(99, XSS, {0.5: f"{XSS} and </script><!-- more"})
     page = write_report(named).read_text(encoding="utf-8")
     assert XSS not in page and "<b>" not in page and "<!-- more" not in page
     assert '<span class="prompt">&lt;script&gt;alert(1)&lt;/script&gt;</span> and &lt;/script&gt;&lt;!-- more' in page
@@ -229,8 +233,7 @@ def test_report_opens_offline_in_the_browser_with_an_accessible_loss_chart(
     browser: Any, copied_run: Path, tmp_path: Path
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with (copied_run / "samples.txt").open("a", encoding="utf-8") as f:
-        f.write(f"===== step 99 | prompt {XSS!r}\n--- temperature 0.5\n{XSS} more text\n")
+    RunLog(copied_run, tensorboard=False).samples(99, XSS, {0.5: f"{XSS} more text"})
     report = write_report(copied_run)
     context = browser.new_context(viewport={"width": 1200, "height": 900}, offline=True)
     outside, errors, dialogs = [], [], []

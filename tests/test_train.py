@@ -52,8 +52,8 @@ def test_training_lowers_the_validation_loss_and_logs_it(tmp_path: Path) -> None
     assert result.val_bpc == pytest.approx(records[-1]["val_bpc"])
     # char model: bits/char = nats/token / ln 2
     assert records[-1]["val_bpc"] == pytest.approx(records[-1]["val_loss"] / math.log(2))
-    samples = (tmp_path / "r" / "samples.txt").read_text()
-    assert samples.count("--- temperature") == 9  # 3 evaluations x 3 temperatures
+    samples = [json.loads(line) for line in (tmp_path / "r" / "samples.jsonl").read_text().splitlines()]
+    assert [(r["step"], list(r["samples"])) for r in samples] == [(s, ["0.2", "0.5", "1.0"]) for s in (40, 80, 120)]
 
 
 def test_tensorboard_scalars_are_written(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """``textweaver report``: one self-contained HTML file that tells the story of a training run.
 
 It shows the loss curves, learning rate and tokens/s over time (``metrics.jsonl``), the samples of
-each evaluation (``samples.txt``), and the model, corpus, configuration and the automatic recipe's
+each evaluation (``samples.jsonl``), and the model, corpus, configuration and the automatic recipe's
 reasons (the checkpoint's ``config.json``). Everything is inlined: uPlot (``web/vendor/uplot``), the
 chart component (``web/chart.js``, which the studio uses too), the page's colours (``web/style.css``)
 and the data. The file therefore opens offline, straight from disk. Its Content-Security-Policy
@@ -196,7 +196,7 @@ def render(run_dir: Path, records: list[dict[str, Any]], config: dict[str, Any],
     return PAGE.substitute(
         csp=csp, name=_esc(name), style=style, unit=unit, version=_esc(__version__),
         subtitle=_esc(f"Step {_count(records[-1], 'step')} · written {time.strftime('%Y-%m-%d %H:%M')} from "
-                      "metrics.jsonl, samples.txt and the checkpoint's config.json"),
+                      "metrics.jsonl, samples.jsonl and the checkpoint's config.json"),
         summary="".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in _summary(records, config).items()),
         samples=_samples_html(samples), configuration=_config_html(config),
         data=_json_for_html(data), scripts="\n".join(f"<script>{s}</script>" for s in scripts),
@@ -254,8 +254,7 @@ def _samples_html(samples: list[Evaluation]) -> str:
     parts = []
     for i, evaluation in enumerate(reversed(samples)):  # newest first, and open
         texts = []
-        for temperature, lines in evaluation.texts:
-            text = "\n".join(lines)
+        for temperature, text in evaluation.texts:
             prompt = evaluation.prompt if evaluation.prompt and text.startswith(evaluation.prompt) else ""
             texts.append(
                 f"<h3>Temperature {_esc(temperature)}</h3>"

@@ -1,6 +1,7 @@
-"""What a training run records beside its checkpoints: ``metrics.jsonl``, ``samples.txt`` and
+"""What a training run records beside its checkpoints: ``metrics.jsonl``, ``samples.jsonl`` and
 TensorBoard scalars (``RUN_DIR/tensorboard``); and how they are read back (by the report and the
-studio, also while the run is still writing them)."""
+studio, also while the run is still writing them). Both logs hold one JSON object per line, so no
+text a model writes can be mistaken for the format's own markers."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from typing import Any
 
 from textweaver.errors import TextweaverError
 
-METRICS, SAMPLES = "metrics.jsonl", "samples.txt"
+METRICS, SAMPLES = "metrics.jsonl", "samples.jsonl"
+LEGACY_SAMPLES = "samples.txt"  # runs written before samples.jsonl: read, never written
 # a record without validation figures this often, between evaluations: the studio's live chart and
 # TensorBoard follow the training loss (and speed) as it falls, not only at each evaluation
 PROGRESS_EVERY_S = 2.0
-SAMPLE_HEADER = re.compile(r"===== step (\d+) \| prompt (.*)")  # as RunLog.samples writes them
-SAMPLE_TEMPERATURE = re.compile(r"--- temperature (\S+)")
+_LEGACY_HEADER = re.compile(r"===== step (\d+) \| prompt (.*)")  # as samples.txt was written
+_LEGACY_TEMPERATURE = re.compile(r"--- temperature (\S+)")
 
 
 class RunLog:
@@ -44,10 +46,8 @@ class RunLog:
             self._writer.flush()
 
     def samples(self, step: int, prompt: str, texts: dict[float, str]) -> None:
-        entry = f"===== step {step} | prompt {prompt!r}\n" + "".join(
-            f"--- temperature {temperature}\n{text}\n" for temperature, text in texts.items()
-        )
-        _append(self.run_dir / SAMPLES, entry)
+        record = {"step": step, "prompt": prompt, "samples": {str(t): text for t, text in texts.items()}}
+        _append(self.run_dir / SAMPLES, json.dumps(record, ensure_ascii=False) + "\n")
         if self._writer is not None:
             for temperature, text in texts.items():
                 self._writer.add_text(f"sample/t{temperature}", text, step)
@@ -63,7 +63,7 @@ class Evaluation:
 
     step: int
     prompt: str
-    texts: list[tuple[str, list[str]]] = field(default_factory=list)  # (temperature, lines)
+    texts: list[tuple[str, str]] = field(default_factory=list)  # (temperature, text)
 
 
 def read_metrics(run_dir: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
@@ -86,27 +86,44 @@ def read_metrics(run_dir: Path, start: int = 0) -> tuple[list[dict[str, Any]], i
 
 
 def read_samples(run_dir: Path) -> list[Evaluation]:
-    """The evaluations' samples in ``samples.txt`` (none if it is missing); a half-written last one as it is.
-    Raises OSError when the file exists but cannot be read."""
+    """The evaluations' samples, oldest first (none if there are none yet); a line still being written
+    waits for the next read. A run begun before samples.jsonl keeps its ``samples.txt``, read first.
+    Raises OSError when a file exists but cannot be read."""
+    evaluations = _read_legacy(run_dir / LEGACY_SAMPLES)
     try:
-        lines = (run_dir / SAMPLES).read_text(encoding="utf-8", errors="replace").split("\n")
+        data = (run_dir / SAMPLES).read_bytes()
     except FileNotFoundError:
-        return []
-    if lines[-1] == "":
-        lines.pop()  # each text ends with a newline of the format's own
-    evaluations: list[Evaluation] = []
-    for line in lines:
-        if header := SAMPLE_HEADER.fullmatch(line):
-            evaluations.append(Evaluation(int(header[1]), _unquote(header[2])))
-        elif evaluations and (temperature := SAMPLE_TEMPERATURE.fullmatch(line)):
-            evaluations[-1].texts.append((temperature[1], []))
-        elif evaluations and evaluations[-1].texts:
-            evaluations[-1].texts[-1][1].append(line)
+        return evaluations
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
+        with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+            record = json.loads(line)
+            texts = [(str(t), str(text)) for t, text in record["samples"].items()]
+            evaluations.append(Evaluation(int(record["step"]), str(record["prompt"]), texts))
     return evaluations
 
 
+def _read_legacy(path: Path) -> list[Evaluation]:
+    """``samples.txt`` as textweaver wrote it before samples.jsonl: a header line per evaluation and one
+    per temperature (in-band markers, which a generated line could imitate: hence JSON lines now)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    except FileNotFoundError:
+        return []
+    if lines[-1] == "":
+        lines.pop()  # each text ended with a newline of the format's own
+    found: list[tuple[int, str, list[tuple[str, list[str]]]]] = []  # (step, prompt, [(temperature, lines)])
+    for line in lines:
+        if header := _LEGACY_HEADER.fullmatch(line):
+            found.append((int(header[1]), _unquote(header[2]), []))
+        elif found and (temperature := _LEGACY_TEMPERATURE.fullmatch(line)):
+            found[-1][2].append((temperature[1], []))
+        elif found and found[-1][2]:
+            found[-1][2][-1][1].append(line)
+    return [Evaluation(step, prompt, [(t, "\n".join(text)) for t, text in texts]) for step, prompt, texts in found]
+
+
 def _unquote(prompt: str) -> str:
-    """The prompt as ``samples`` wrote it with ``!r``, back to plain text."""
+    """The prompt as samples.txt wrote it with ``!r``, back to plain text."""
     try:
         value = ast.literal_eval(prompt)
     except (ValueError, SyntaxError):

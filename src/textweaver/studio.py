@@ -358,7 +358,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
             for record in records:
                 yield _event("metrics", record)
             size = _size(run_dir / runlog.SAMPLES)
-            if size != samples_size:  # samples.txt grows only at evaluations: read it again only then
+            if size != samples_size:  # samples.jsonl grows only at evaluations: read it again only then
                 samples_size, found = size, read_samples(run_dir)
                 for sample in found[samples_sent:]:
                     yield _event("sample", sample)
@@ -380,7 +380,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
     """The samples of each evaluation as JSON: step, prompt and the text at each temperature."""
-    return [{"step": e.step, "prompt": e.prompt, "samples": {t: "\n".join(lines) for t, lines in e.texts}}
+    return [{"step": e.step, "prompt": e.prompt, "samples": dict(e.texts)}
             for e in runlog.read_samples(run_dir)]  # fmt: skip
 
 
