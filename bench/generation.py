@@ -20,7 +20,7 @@ from textweaver import load
 from textweaver.config import PRESETS, ModelConfig
 from textweaver.generate import GenerationRequest, Generator
 from textweaver.models import build_model, num_parameters
-from textweaver.sampling import SamplingOptions
+from textweaver.sampling import SamplingOptions, next_tokens
 from textweaver.tokenizer import CharTokenizer
 
 VOCAB = ["<unk>", *"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]
@@ -41,8 +41,15 @@ def chars_per_s(generator: Generator, length: int, samples: int) -> float:
 
 
 def naive_chars_per_s(generator: Generator, length: int) -> float:
+    """The naive way: the whole window re-run for every character, nothing cached."""
+    gen = torch.Generator().manual_seed(0)
+    ids = generator.prompt_ids(PROMPT).tolist()
+    context, sampling = generator.model.config.context, SamplingOptions(temperature=0.8)
     start = time.perf_counter()
-    generator.naive_steps(PROMPT, length, SamplingOptions(temperature=0.8))
+    with torch.inference_mode():
+        for _ in range(length):
+            logits, _ = generator.model(torch.tensor([ids[-context:]]))  # (1, T, V)
+            ids.append(int(next_tokens(logits[:, -1], sampling, gen)[0]))
     return length / (time.perf_counter() - start)
 
 

@@ -125,6 +125,15 @@ def test_crash_between_the_two_renames_leaves_a_loadable_checkpoint(run: Path) -
     assert load(run / "last").generate("a", 3)
 
 
+def test_recover_is_what_training_calls_before_it_looks_for_last(run: Path) -> None:
+    """train() asks checkpoint.recover for last/ before deciding whether there is a run to resume."""
+    os.replace(run / "last", run / ".last.old")
+    checkpoint.recover(run / "last")
+    assert (run / "last" / "config.json").is_file() and not (run / ".last.old").exists()
+    checkpoint.recover(run / "last")  # a whole checkpoint: nothing to do
+    assert load(run / "last").generate("a", 3)
+
+
 def test_failed_write_keeps_the_previous_checkpoint(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ckpt = checkpoint.load(run / "last")
     model = ckpt.build_model()

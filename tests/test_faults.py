@@ -26,9 +26,50 @@ TRAIN = [sys.executable, "-m", "textweaver", "train", str(SHAKESPEARE), "--prese
          "--precision", "fp32"]  # fmt: skip
 
 
-def start(out: Path, *extra: str, env_extra: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-    return subprocess.Popen([*TRAIN, "--out", str(out), *extra], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+# The training command with the checkpoint writer paused at one point of a write (argv: POINT MARKER, then the
+# CLI's arguments): it creates MARKER and sleeps there, so a kill -9 lands exactly in that step. The pause is
+# patched into this child process only; textweaver itself has no test hook.
+PAUSED = r"""
+import os, sys, time
+from pathlib import Path
+
+from textweaver import checkpoint
+from textweaver.cli import main
+
+point, marker = sys.argv[1], Path(sys.argv[2])
+save_file, replace = checkpoint.save_file, os.replace
+
+
+def pause() -> None:
+    marker.touch()
+    time.sleep(3600)
+
+
+def save_file_then_pause(*args, **kwargs):  # "write": the weights are in the temporary folder, config.json is not
+    save_file(*args, **kwargs)
+    pause()
+
+
+def replace_then_pause(src, dst):  # "swap": last/ moved aside to .last.old, the new checkpoint not yet in place
+    replace(src, dst)
+    if Path(dst).name == ".last.old":
+        pause()
+
+
+if point == "write":
+    checkpoint.save_file = save_file_then_pause
+else:
+    os.replace = replace_then_pause
+main(sys.argv[3:])
+"""
+
+
+def start(out: Path, *extra: str, pause: tuple[str, Path] | None = None, **popen: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [*TRAIN, "--out", str(out), *extra]
+    if pause is not None:  # the same command, run by PAUSED instead of python -m textweaver
+        command = [sys.executable, "-c", PAUSED, pause[0], str(pause[1]), *command[3:]]
+    return subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                             text=True, env=env, **popen)  # type: ignore[call-overload]  # fmt: skip
 
 
@@ -64,14 +105,14 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path: Path)
         assert proc.wait() == -signal.SIGKILL  # killed, not already finished
         model = load(out / "last")  # always loadable
         assert model.generate("a", 5, seed=1)
-    # and kills inside a checkpoint write, made certain by the test hook that pauses the writer there
+    # and kills inside a checkpoint write, made certain by pausing the writer there (PAUSED)
     for point, caught in [
         ("write", lambda: (out / ".last.tmp" / "model.safetensors").is_file() and (out / "last").is_dir()),
         ("swap", lambda: not (out / "last").exists() and (out / ".last.old" / "config.json").is_file()),
     ]:
         before = steps_in(out)
         marker = tmp_path / f"paused-{point}"
-        proc = start(out, "--max-steps", "100000", "--resume", env_extra={"TEXTWEAVER_TEST_PAUSE": f"{point}:{marker}"})
+        proc = start(out, "--max-steps", "100000", "--resume", pause=(point, marker))
         wait_for(marker.exists)
         assert caught(), f"not inside the {point} step"
         proc.send_signal(signal.SIGKILL)

@@ -7,7 +7,7 @@ sentences for random prompts); ``last/`` also has ``trainer.pt`` (optimizer, RNG
 position, for ``--resume``).
 
 A checkpoint is written into a temporary sibling folder and swapped in with renames, so a crash
-at any moment leaves the previous checkpoint loadable (see :func:`_recover`).
+at any moment leaves the previous checkpoint loadable (see :func:`recover`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def save(
     trainer_state: dict[str, Any] | None = None,
 ) -> None:
     """Write a complete checkpoint to ``directory`` atomically (temp folder + rename)."""
-    _recover(directory)
+    recover(directory)
     tmp = directory.with_name(f".{directory.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -104,7 +104,6 @@ def save(
             "corpus": corpus,
             "checksums": {name: _sha256(tmp / name) for name in CHECKSUMMED},
         }  # fmt: skip
-        _pause_for_tests("write")  # the weights are in the temporary folder, its config.json is not
         (tmp / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
         for f in tmp.iterdir():
             _fsync(f)
@@ -120,23 +119,15 @@ def save(
     if directory.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
-        _pause_for_tests("swap")  # the previous checkpoint is moved aside, the new one not yet in place
     os.replace(tmp, directory)
     _fsync(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _pause_for_tests(point: str) -> None:
-    """Fault-injection hook for tests/test_faults.py: with ``TEXTWEAVER_TEST_PAUSE=POINT:FILE`` a
-    checkpoint write creates FILE and waits at POINT, so a kill -9 lands exactly there."""
-    spec = os.environ.get("TEXTWEAVER_TEST_PAUSE", "")
-    if spec.startswith(f"{point}:"):
-        Path(spec.removeprefix(f"{point}:")).touch()
-        time.sleep(3600)
-
-
-def _recover(directory: Path) -> None:
-    """Finish an interrupted swap: if ``directory`` is gone but its ``.old`` copy is whole, restore it."""
+def recover(directory: Path) -> None:
+    """Finish a swap that a crash interrupted: if the checkpoint ``directory`` is gone but its ``.old``
+    copy is whole, put it back. Everything that reads or writes a checkpoint calls this first (loading
+    does, through :func:`resolve`; training does for ``last/`` before deciding whether to resume)."""
     old = directory.with_name(f".{directory.name}.old")
     if not directory.exists() and (old / CONFIG).is_file():
         os.replace(old, directory)
@@ -155,11 +146,11 @@ def resolve(path: str | Path) -> Path:
     if str(path).startswith("builtin:"):
         return builtin_model_dir(str(path).removeprefix("builtin:"))
     p = Path(path)
-    _recover(p)
+    recover(p)
     if not p.exists():
         raise TextweaverError(f"{p}: no such run directory: give the --out folder of a training run")
     for candidate in (p, p / "best", p / "last"):
-        _recover(candidate)
+        recover(candidate)
         if (candidate / CONFIG).is_file():
             return candidate
     raise TextweaverError(

@@ -175,22 +175,6 @@ class Generator:
             cached = len(ids)
         return logits[:, -1].expand(batch, -1), state, cached
 
-    def naive_steps(self, prompt: str, length: int, sampling: SamplingOptions, seed: int = 0) -> str:
-        """Generate by re-running the whole window for every token, as the Keras recipe does.
-
-        Only for benchmarks and tests that compare against the incremental path.
-        """
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(seed)
-        ids = self.prompt_ids(prompt).tolist()
-        context = self.model.config.context
-        with torch.inference_mode():
-            for _ in range(length):
-                window = torch.tensor([ids[-context:]], device=self.device)
-                logits, _ = self.model(window)
-                ids.append(int(next_tokens(logits[:, -1], sampling, gen)[0]))
-        return self.tokenizer.decode(ids)
-
 
 def join_samples(steps: Iterable[list[str]], num_samples: int) -> list[str]:
     """The full text of every sample from :meth:`Generator.stream`'s per-step pieces."""

@@ -121,7 +121,7 @@ def _train(
     # ---- resume or start fresh
     saved = None
     previous = config  # the settings the run had before this command (a resumed run: its checkpoint's)
-    checkpoint._recover(last_dir)
+    checkpoint.recover(last_dir)  # a crash mid-swap left .last.old: restore it before looking for last/
     found = resume and (last_dir / checkpoint.CONFIG).is_file()
     _agree_on_checkpoint(found, _saved_step(last_dir) if found else -1, run_dir, ranks)
     if (last_dir / checkpoint.CONFIG).is_file():
