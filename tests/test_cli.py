@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import typer
 
 from textweaver import train
 from textweaver.cli import app
+from textweaver.config import PRESETS, ModelConfig
+from textweaver.models import build_model
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 
@@ -75,20 +78,43 @@ def test_no_prompt_starts_from_a_corpus_sentence(trained_run: Path, capsys: pyte
 
 
 def test_every_command_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each option's own flag, followed by its metavar and then its whole help text, its own."""
     group = typer.main.get_command(app)
     for name, command in group.commands.items():  # type: ignore[attr-defined]
         code, out, _ = run_cli([name, "--help"], capsys)
         assert code == 0 and "Usage:" in out
+        text = " ".join(out.split())  # the help is wrapped to the terminal's width
         for param in command.params:
             assert getattr(param, "help", None), f"{name}: {param.name} has no help text"
             flag = max(param.opts, key=len)
-            assert flag in out or param.name in out, f"{name} --help does not show {flag}"
+            help_text = " ".join(param.help.split())
+            # `--flag <int>`, `--flag / --no-flag`, an argument as `files... <list[str]>`
+            row = rf"(?<![\w-]){re.escape(flag)}(?:\.\.\.| / --[\w-]+)?(?: <[^>]+>)? {re.escape(help_text)}"
+            assert re.search(row, text), f"{name} --help does not show {flag} followed by its help: {help_text!r}"
+        helps = [" ".join(param.help.split()) for param in command.params]
+        assert len(set(helps)) == len(helps), f"{name}: two options share one help text"
 
 
 def test_presets_lists_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every preset's row, its sizes as declared and the parameters of the model it builds (65 characters)."""
     code, out, _ = run_cli(["presets"], capsys)
     assert code == 0
-    assert "transformer  small" in out and "lstm" in out and "gru" in out
+    header, *lines = out.splitlines()
+    assert header.split()[:9] == ["model", "preset", "layers", "width", "heads", "context", "batch", "lr", "params"]
+    rows = {(line.split()[0], line.split()[1]): line.split()[2:9] for line in lines}
+    assert set(rows) == {(kind, name) for kind, table in PRESETS.items() for name in table}
+    for (kind, name), (layers, width, heads, context, batch, lr, params) in rows.items():
+        p = PRESETS[kind][name]
+        assert (int(layers), int(width), int(context), int(batch), float(lr)) == (
+            p.n_layer, p.n_embd, p.context, p.batch_size, p.lr
+        ), (kind, name)  # fmt: skip
+        assert heads == (str(p.n_head) if kind == "transformer" else "-")
+        model = build_model(ModelConfig(kind=kind, vocab_size=65, n_layer=p.n_layer, n_embd=p.n_embd, n_head=p.n_head))
+        assert int(params.replace(",", "")) == sum(t.numel() for t in model.parameters()), (kind, name)
+    # by hand, for the tiny recurrent models: embedding 65 x 64, the cell's input and recurrent weights
+    # and two biases per gate (LSTM 4 gates, GRU 3), the head's bias (its weights are the embedding's)
+    assert rows["lstm", "tiny"][-1] == f"{65 * 64 + 4 * 64 * (64 + 64 + 2) + 65:,}" == "37,505"
+    assert rows["gru", "tiny"][-1] == f"{65 * 64 + 3 * 64 * (64 + 64 + 2) + 65:,}" == "29,185"
 
 
 @pytest.mark.slow
@@ -244,3 +270,12 @@ def test_bad_prompt_files_and_outputs_get_one_line(
         (tmp_path / name).write_bytes(data)
     one_line_error(*run_cli(["generate", str(trained_run), *[a.format(tmp=tmp_path) for a in args]], capsys), message)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)  # nothing written
+
+
+def test_precision_help_quotes_the_recipes_bf16_threshold(capsys: pytest.CaptureFixture[str]) -> None:
+    """The help states the constant the recipe uses, not a copy of it (a copy said 1.15x while the code said 1.1x)."""
+    from textweaver.autoconfig import BF16_MIN_SPEEDUP
+
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    assert code == 0
+    assert f"at least {BF16_MIN_SPEEDUP:g}x faster" in " ".join(out.split())
