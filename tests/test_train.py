@@ -44,6 +44,23 @@ def test_progress_is_recorded_between_evaluations_without_validation_figures(
     assert [r["step"] for r in evaluations(tmp_path / "r")] == [3, 6]
 
 
+def test_a_time_budget_without_eval_every_evaluates_by_time_within_a_share_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-time alone: ~15 evaluations over the budget (not one per 500 steps: 3 points in a 1-minute run),
+    spaced so that evaluating takes at most EVAL_SHARE of the time."""
+    train_module = sys.modules["textweaver.train"]
+    assert train_module.eval_gap(60, 0.1) == 4.0  # cheap evaluations: every budget / EVALS_PER_BUDGET
+    assert train_module.eval_gap(60, 2.0) == pytest.approx(18.0)  # 2 s each: 2 s in every 20 s, 10%
+    # a loaded test machine makes evaluations slow: a looser share keeps the points without changing the rule
+    monkeypatch.setattr(train_module, "EVAL_SHARE", 0.5)
+    options = {**{k: v for k, v in TINY.items() if k != "eval_every"}, "threads": 1}  # 2 threads crawl on a busy CPU
+    result = train([SHAKESPEARE], tmp_path / "r", max_time=8, **options)
+    steps = [r["step"] for r in evaluations(tmp_path / "r")]
+    assert len(steps) >= 6 and len(steps) > result.steps // 500 + 1 and steps == sorted(set(steps)), steps
+    assert "evaluating every 0.533 s or more, at most 50% of the time" in capsys.readouterr().err
+
+
 def test_training_lowers_the_validation_loss_and_logs_it(tmp_path: Path) -> None:
     result = train([SHAKESPEARE], tmp_path / "r", max_steps=120, **{**TINY, "eval_every": 40})
     records = evaluations(tmp_path / "r")

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from textweaver import __version__
+from textweaver.autoconfig import BF16_MIN_SPEEDUP
 from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
@@ -229,8 +230,8 @@ def train(
     precision: Annotated[
         str,
         typer.Option(
-            help="auto (bf16 autocast when it measures at least 1.15x faster here), fp32 or bf16. Weights and "
-            "checkpoints stay float32 either way."
+            help=f"auto (bf16 autocast when it measures at least {BF16_MIN_SPEEDUP:g}x faster here), fp32 or bf16. "
+            "Weights and checkpoints stay float32 either way."
         ),
     ] = "auto",
     threads: Annotated[

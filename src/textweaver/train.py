@@ -56,6 +56,11 @@ DEFAULT_MAX_TIME = 300.0
 DEFAULT_WARMUP_STEPS = 100  # with explicit model options; the automatic recipe scales it to the budget
 PRIOR_TOKENS = 1 << 24  # training tokens counted for the output layer's starting unigram prior
 MIN_IMPROVEMENT = 1e-3  # nats/token a validation loss must drop by to reset --patience
+# A --max-time run without --eval-every evaluates by time: about EVALS_PER_BUDGET times over its budget (a 1-minute
+# run every 4 s: a curve, not 3 points), but each evaluation is timed and the next one waits until evaluating has
+# taken at most EVAL_SHARE of the time (scoring --eval-tokens, the samples and two checkpoints take seconds)
+EVALS_PER_BUDGET = 15
+EVAL_SHARE = 0.1
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
     "max_time", "max_steps", "epochs", "patience", "eval_every", "eval_tokens", "sample_length",
@@ -152,6 +157,11 @@ def _train(
     config.validate()
     if config.max_time is None and config.max_steps is None and config.epochs is None:
         config.max_time = DEFAULT_MAX_TIME
+    # evaluate every --eval-every steps when the user set it (now or when the run began; a run from before
+    # evaluation by time counts as set), else by time when the budget is time alone
+    every_given = "eval_every" in given or bool(config.extra.get("eval_every_given", saved is not None))
+    config.extra = {**config.extra, "eval_every_given": every_given}
+    by_time = config.max_time is not None and config.max_steps is None and config.epochs is None and not every_given
     set_threads(config.threads)
     device = select_device(device_name)
     torch.manual_seed(config.seed)
@@ -241,6 +251,11 @@ def _train(
         f"{len(data.train):,} train / {len(data.val):,} val tokens | batch {batches.batch} x {model_config.context}"
         f" | lr {config.lr:g} | {device.type} {config.precision}"
     )
+    if by_time and config.max_time is not None:
+        console.print(
+            f"evaluating every {eval_gap(config.max_time, 0.0):.3g} s or more, at most {EVAL_SHARE:.0%} of the time "
+            "(--eval-every N: every N steps)"
+        )
 
     def save(best: bool = False) -> None:
         trainer_state = s.dump(optimizer, batches, ranks)  # a collective: every rank takes part
@@ -292,16 +307,18 @@ def _train(
         if _budget(previous) != _budget(config):
             s.rebudget(previous, config, len(data.train))
         rnn_state = s.rnn_state
+        next_eval = s.elapsed() + eval_gap(config.max_time, 0.0) if by_time and config.max_time else math.inf
         while True:
             progress_frac = s.progress(config, len(data.train))
             stopped = s.stop_reason(config, len(data.train), stop.requested)
             checkpoint_due = time.monotonic() - s.last_save >= config.checkpoint_every
+            eval_due = s.elapsed() >= next_eval if by_time else (s.step + 1) % config.eval_every == 0
             if ranks.enabled:  # one collective: every rank takes the same decisions
-                progress_frac, stop_any, due_any = ranks.max(
-                    [progress_frac, float(bool(stopped)), float(checkpoint_due)]
+                progress_frac, stop_any, due_any, eval_any = ranks.max(
+                    [progress_frac, float(bool(stopped)), float(checkpoint_due), float(eval_due)]
                 )
                 stopped = stopped or ("interrupted" if stop_any else "")
-                checkpoint_due = bool(due_any)
+                checkpoint_due, eval_due = bool(due_any), bool(eval_any)
             if stopped:
                 break
             lr = learning_rate(s.step, s.schedule_progress(progress_frac), config.lr, config.warmup_steps,
@@ -337,8 +354,11 @@ def _train(
             s.rnn_state = rnn_state
             bar.update(task, completed=1000 * s.progress(config, len(data.train)),
                        info=f"step {s.step} | loss {s.train_loss:.3f} | {s.tokens_per_s():,.0f} tok/s")  # fmt: skip
-            if s.step % config.eval_every == 0:
+            if eval_due:
+                started = time.monotonic()
                 evaluate()
+                if by_time and config.max_time:
+                    next_eval = s.elapsed() + eval_gap(config.max_time, time.monotonic() - started)
             elif checkpoint_due:
                 save()
         if stopped != "already-complete":
@@ -372,6 +392,12 @@ def _train(
         run_dir=run_dir, steps=s.step, tokens=s.tokens, elapsed=s.elapsed(), val_loss=s.val_loss, val_bpc=s.val_bpc,
         best_val_loss=s.best_val_loss, stopped=stopped, resumed=saved is not None, parameters=n_params,
     )  # fmt: skip
+
+
+def eval_gap(max_time: float, cost: float) -> float:
+    """Seconds of a time-budgeted run from one evaluation to the next: the budget in EVALS_PER_BUDGET parts,
+    stretched so that evaluations taking ``cost`` seconds each fill at most EVAL_SHARE of the time."""
+    return max(max_time / EVALS_PER_BUDGET, cost * (1 - EVAL_SHARE) / EVAL_SHARE)
 
 
 def _resolve_recipe(
