@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textweaver.errors import TextweaverError
-from textweaver.sampling import SamplingOptions, draw, next_tokens
+from textweaver.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, draw, next_tokens, probabilities
 
 N = 4000  # samples per distribution: enough that every allowed token shows up
 
@@ -227,17 +227,62 @@ def test_validate_rejects_bad_options_with_the_flag_name(options: SamplingOption
         options.validate()
 
 
+@pytest.mark.parametrize("field", ["temperature", "repetition_penalty"])
+def test_validate_accepts_the_declared_limits_and_refuses_just_beyond(field: str) -> None:
+    flag = "--" + field.replace("_", "-")
+    for value in (MIN_TEMPERATURE, MAX_TEMPERATURE):
+        SamplingOptions(**{field: value}).validate()  # type: ignore[arg-type]
+    for value in (math.nextafter(MIN_TEMPERATURE, 0.0), math.nextafter(MAX_TEMPERATURE, math.inf), math.inf):
+        with pytest.raises(TextweaverError, match=f"{flag} must be"):
+            SamplingOptions(**{field: value}).validate()  # type: ignore[arg-type]
+
+
+def test_validate_accepts_top_p_top_k_and_window_at_their_limits_and_refuses_just_beyond() -> None:
+    smallest = math.nextafter(0.0, 1.0)  # the smallest positive float: (0, 1] is open at 0
+    for options in (SamplingOptions(top_p=1.0), SamplingOptions(top_p=smallest), SamplingOptions(top_k=1),
+                    SamplingOptions(repetition_penalty=2.0, repetition_window=1)):  # fmt: skip
+        options.validate()
+    refused = [
+        (SamplingOptions(top_p=math.nextafter(1.0, 2.0)), "--top-p must be in"),
+        (SamplingOptions(top_p=0.0), "--top-p must be in"),
+        (SamplingOptions(top_k=0), "--top-k must be at least 1"),
+        (SamplingOptions(repetition_window=0), "repetition window must be at least 1"),
+    ]
+    for options, message in refused:
+        with pytest.raises(TextweaverError, match=message):
+            options.validate()
+
+
 @pytest.mark.parametrize(
     "options",
     [
-        SamplingOptions(),
-        SamplingOptions(temperature=0.0),
-        SamplingOptions(temperature=5.0, top_k=1, top_p=1.0),
-        SamplingOptions(top_p=1e-9, repetition_penalty=0.5, repetition_window=1),
+        SamplingOptions(temperature=MIN_TEMPERATURE),
+        SamplingOptions(temperature=MAX_TEMPERATURE),
+        SamplingOptions(temperature=MIN_TEMPERATURE, repetition_penalty=MAX_TEMPERATURE),
+        SamplingOptions(temperature=MIN_TEMPERATURE, repetition_penalty=MIN_TEMPERATURE),
+        SamplingOptions(temperature=MAX_TEMPERATURE, repetition_penalty=MAX_TEMPERATURE),
+        SamplingOptions(temperature=MAX_TEMPERATURE, repetition_penalty=MIN_TEMPERATURE, top_k=1),
+        SamplingOptions(temperature=MIN_TEMPERATURE, top_p=math.nextafter(0.0, 1.0)),
     ],
 )
-def test_validate_accepts_the_boundaries(options: SamplingOptions) -> None:
-    options.validate()
+def test_at_the_limits_the_odds_stay_finite(options: SamplingOptions) -> None:
+    """What the limits are for: anywhere inside them the odds are numbers, never NaN or infinite."""
+    logits = random_logits(8, 50, scale=30.0)  # (B, V) as sharp as a confident model's
+    recent = torch.randint(1, 50, (8, 64), generator=generator(1))  # (B, W)
+    probs = probabilities(logits, options, recent)
+    assert torch.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(dim=-1) > 0).all(), probs
+    assert (probs[:, 0] == 0).all()
+    ids = next_tokens(logits, options, generator(), recent)
+    assert ((ids >= 1) & (ids < 50)).all()
+
+
+def test_the_coldest_temperature_is_greedy_and_the_hottest_uniform() -> None:
+    logits = random_logits(8, 50, scale=30.0)
+    assert torch.equal(
+        next_tokens(logits, SamplingOptions(temperature=MIN_TEMPERATURE), generator()), best_known(logits)
+    )
+    hottest = probabilities(logits, SamplingOptions(temperature=MAX_TEMPERATURE))[:, 1:]
+    assert torch.allclose(hottest / hottest.sum(dim=-1, keepdim=True), torch.full_like(hottest, 1 / 49), rtol=1e-3)
 
 
 def test_draw_follows_the_weights_and_never_picks_a_zero_weight() -> None:
