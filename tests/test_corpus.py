@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from textweaver.corpus import CorpusOptions, StartSentences, iter_preprocessed, 
 from textweaver.errors import TextweaverError
 from textweaver.tokenizer import WORD_PATTERN, preprocess
 
-from conftest import XIYOUJI
+from conftest import XIYOUJI, one_line_error, run_cli
 
 UTF8 = CorpusOptions()
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +166,21 @@ def test_chunks_of_text_join_to_the_whole_file(
 def test_unknown_encoding_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TextweaverError, match="unknown --encoding 'klingon'"):
         read_all(write(tmp_path / "f.txt", "x"), CorpusOptions(encoding="klingon"))
+
+
+@pytest.mark.parametrize("encoding", ["bz2_codec", "zlib_codec", "base64", "hex", "uu", "rot13"])
+def test_an_encoding_that_is_not_text_is_refused_in_one_line(tmp_path: Path, encoding: str) -> None:
+    """Python's codecs include compressions: 1 KB of bz2 could decode to gigabytes. Only text encodings."""
+    bomb = write(tmp_path / "bomb.txt", bz2.compress(b"a" * 10**6))
+    with pytest.raises(TextweaverError, match=rf"^--encoding '{encoding}' is not a text encoding .*use e\.g\. utf-8"):
+        read_all(bomb, CorpusOptions(encoding=encoding))
+    assert read_all(write(tmp_path / "ok.txt", "x"), CorpusOptions(encoding="auto")) == "x"
+
+
+def test_the_cli_refuses_an_encoding_that_is_not_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bomb = write(tmp_path / "bomb.txt", bz2.compress(b"hello world " * 10**5))
+    args = ["train", str(bomb), "--out", str(tmp_path / "run"), "--max-steps", "1", "--encoding", "bz2_codec"]
+    one_line_error(*run_cli(args, capsys), r"--encoding 'bz2_codec' is not a text encoding")
 
 
 def test_unreadable_path_is_a_textweaver_error(tmp_path: Path) -> None:

@@ -33,9 +33,30 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])")
 
 @dataclass(frozen=True)
 class CorpusOptions:
-    encoding: str = "utf-8"
+    encoding: str = "utf-8"  # a text encoding (check_encoding), or auto
     errors: str = "strict"  # strict | replace | ignore
     glob: str = "*.txt"
+
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding)
+
+
+def check_encoding(encoding: str) -> None:
+    """Refuse what is not a text encoding: Python's codecs also hold bytes-to-bytes ones (bz2_codec,
+    zlib_codec: a small file could decompress to gigabytes) and str-to-str ones (rot13)."""
+    if encoding == AUTO_ENCODING:
+        return
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL byte
+        raise TextweaverError(
+            f"unknown --encoding {encoding[:40]!r}: use e.g. utf-8, latin-1, gb18030, big5 or auto"
+        ) from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise TextweaverError(
+            f"--encoding {encoding[:40]!r} is not a text encoding (it transforms bytes, it does not decode them): "
+            "use e.g. utf-8, latin-1, gb18030, big5 or auto"
+        )
 
 
 def builtin_corpus_path(name: str) -> Path:
@@ -113,13 +134,8 @@ def _detected(path: Path, size: int, mtime_ns: int) -> str:
 
 def iter_text(path: Path, options: CorpusOptions) -> Iterator[str]:
     """Decoded text of ``path`` in chunks, with a one-line error naming the byte offset of bad input."""
-    encoding = file_encoding(path, options)
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors=options.errors)
-    except LookupError:
-        raise TextweaverError(
-            f"unknown --encoding {options.encoding!r}: use e.g. utf-8, latin-1, gb18030, big5 or auto"
-        ) from None
+    encoding = file_encoding(path, options)  # checked by CorpusOptions, or detected
+    decoder = codecs.getincrementaldecoder(encoding)(errors=options.errors)
     utf8 = codecs.lookup(encoding).name == "utf-8"
     offset = 0
     first = True
