@@ -21,12 +21,15 @@ from textweaver import checkpoint, load, server
 from textweaver.cli import serve as serve_command
 from textweaver.errors import TextweaverError
 from textweaver.sampling import SamplingOptions
-from textweaver.server import create_app
+from textweaver.server import content_disposition, create_app, host_allowed
+
+OWN = "http://127.0.0.1:8000"  # the address a browser on this machine uses: the Host the server answers to
+REBOUND = "attacker.example:8000"  # a site whose DNS now points at 127.0.0.1: its page is same-origin with us
 
 
 @pytest.fixture(scope="module")
 def client(trained_run: Path) -> TestClient:
-    return TestClient(create_app(trained_run))
+    return TestClient(create_app(trained_run), base_url=OWN)
 
 
 def events(client: TestClient, body: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -72,9 +75,20 @@ def test_info_is_a_model_card_and_prompt_a_corpus_sentence(client: TestClient, t
     info = client.get("/api/info").json()
     assert info["model"] == "transformer" and info["parameters"] > 0 and info["level"] == "char"
     assert info["corpus"] and "val_loss" in info["metrics"] and info["title"] and info["description"]
+    assert info["checkpoint"] in ("best", "last") and info["corpus"] == ["shakespeare_8k.txt"]
+    assert not [v for v in strings(info) if v.startswith("/") or str(trained_run) in v]  # no folder of this machine
     prompts = checkpoint.load(trained_run).prompts
     assert client.get("/api/prompt").json()["prompt"] in prompts
     assert client.get("/api/prompt?seed=4").json() == client.get("/api/prompt?seed=4").json()
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside a JSON value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from strings(item)
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -170,7 +184,8 @@ def test_the_page_is_served_in_server_mode_with_a_csp(client: TestClient) -> Non
         assert response.status_code == 200 and response.headers["content-type"].startswith(kind)
     assert client.get("/export.py").status_code == 404
     assert client.get("/vendor/onnxruntime-web/LICENSE").status_code == 404  # the runtime is for static exports
-    assert client.get("/docs").status_code == 200
+    for docs in ("/docs", "/redoc", "/docs/oauth2-redirect"):  # Swagger UI and ReDoc would load from a CDN
+        assert client.get(docs).status_code == 404
     assert {"/api/generate", "/api/generate/stream", "/api/info", "/api/prompt"} <= set(
         client.get("/openapi.json").json()["paths"]
     )
@@ -209,7 +224,7 @@ def free_port() -> int:
 def test_a_full_queue_refuses_with_503_and_retry_after_then_recovers(trained_run: Path) -> None:
     app = create_app(trained_run, workers=1, queue=1)
     slots: server.GenerationSlots = app.state.slots
-    local = TestClient(app)
+    local = TestClient(app, base_url=OWN)
     tickets = [slots.admit(), slots.admit()]  # one running and one waiting: the queue is full
     assert all(tickets)
     for path in ("/api/generate", "/api/generate/stream"):
@@ -228,7 +243,7 @@ def test_a_full_queue_refuses_with_503_and_retry_after_then_recovers(trained_run
 
 def test_a_failed_generation_gives_its_place_back(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app(trained_run, workers=1, queue=0)
-    local = TestClient(app)
+    local = TestClient(app, base_url=OWN)
 
     def fails(*args: object, **kwargs: object) -> list[str]:
         raise TextweaverError("the model refused")
@@ -258,13 +273,13 @@ def test_a_request_body_over_the_limit_gets_413_before_it_is_read(client: TestCl
 
 def test_a_generation_past_the_time_limit_gets_504_and_gives_its_worker_back(trained_run: Path) -> None:
     app = create_app(trained_run, workers=1, queue=0, timeout=0.05)
-    local = TestClient(app)
+    local = TestClient(app, base_url=OWN)
     slow = local.post("/api/generate", json={"prompt": "a", "length": 2000, "num_samples": 16})
     assert slow.status_code == 504 and "0.05 s limit per request (--timeout)" in slow.json()["message"]
     got = events(local, {"prompt": "a", "length": 2000})
     assert got[-1][0] == "error" and "--timeout" in got[-1][1]["message"]
     assert app.state.slots.admitted == 0
-    quick = TestClient(create_app(trained_run, workers=1, queue=0, timeout=30))
+    quick = TestClient(create_app(trained_run, workers=1, queue=0, timeout=30), base_url=OWN)
     assert quick.post("/api/generate", json={"prompt": "a", "length": 5}).status_code == 200
 
 
@@ -350,3 +365,44 @@ def test_a_prompt_that_is_not_valid_unicode_gets_422(client: TestClient) -> None
         refused = client.post(path, content=body, headers={"content-type": "application/json"})
         message = refused.json()["message"]
         assert refused.status_code == 422 and message.startswith("prompt: ") and "\n" not in message
+
+
+def test_a_rebound_host_gets_400_and_one_line_and_the_loopback_names_pass(trained_run: Path) -> None:
+    app = create_app(trained_run)
+    for base in (OWN, "http://localhost:8000", "http://[::1]:8000", "http://localhost", "http://LOCALHOST:9"):
+        assert TestClient(app, base_url=base).get("/api/info").status_code == 200, base
+    client = TestClient(app, base_url=f"http://{REBOUND}")
+    for response in (client.get("/api/info"), client.get("/"), client.post("/api/generate", json={"length": 3})):
+        assert response.status_code == 400
+        message = response.json()["message"]
+        assert message.startswith(f"Host '{REBOUND}' refused: this server answers only to 127.0.0.1, localhost, [::1]")
+        assert "\n" not in message and "open http://127.0.0.1:" in message
+    served_on_the_network = TestClient(create_app(trained_run, host="0.0.0.0"), base_url="http://192.168.1.20:8000")
+    assert served_on_the_network.get("/api/info").status_code == 200  # its address, as other machines reach it
+    assert served_on_the_network.get("/api/info", headers={"Host": REBOUND}).status_code == 400
+
+
+@pytest.mark.parametrize(("host", "listen", "allowed"), [
+    ("127.0.0.1:8000", "127.0.0.1", True), ("localhost", "127.0.0.1", True), ("[::1]:8000", "127.0.0.1", True),
+    ("Localhost:8000", "::1", True), ("studio.lan:8000", "studio.lan", True), ("10.0.0.5:80", "10.0.0.5", True),
+    ("10.0.0.5:80", "0.0.0.0", True), ("[fe80::1]:8000", "::", True), ("0.0.0.0:8000", "0.0.0.0", True),
+    ("attacker.example:8000", "127.0.0.1", False), ("attacker.example", "0.0.0.0", False),
+    ("127.0.0.1.nip.io:8000", "127.0.0.1", False), ("localhost.attacker.example", "127.0.0.1", False),
+    ("10.0.0.5:80", "127.0.0.1", False), ("", "127.0.0.1", False), ("127.0.0.1:80:80", "127.0.0.1", False),
+    ("[::1", "127.0.0.1", False), ("localhost:port", "127.0.0.1", False), ("studio.lan", "10.0.0.5", False),
+])  # fmt: skip
+def test_the_hosts_the_server_answers_to(host: str, listen: str, allowed: bool) -> None:
+    assert host_allowed(host, listen) is allowed
+
+
+def test_download_names_in_any_script_follow_rfc_6266() -> None:
+    chinese = content_disposition("西游记-1-report.html")
+    assert (
+        chinese
+        == "attachment; filename=\"___-1-report.html\"; filename*=UTF-8''%E8%A5%BF%E6%B8%B8%E8%AE%B0-1-report.html"
+    )
+    assert chinese.encode("latin-1")  # an HTTP header is Latin-1: the name travels percent-encoded
+    assert (
+        content_disposition('a "b"\\c.zip')
+        == "attachment; filename=\"a _b__c.zip\"; filename*=UTF-8''a%20%22b%22%5Cc.zip"
+    )

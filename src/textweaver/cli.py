@@ -512,7 +512,11 @@ def report(
 def serve(
     run_dir: RunDir,
     host: Annotated[
-        str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to the network (no authentication).")
+        str,
+        typer.Option(
+            help="Address to listen on; 0.0.0.0 opens it to the network (no authentication). It answers only "
+            "to 127.0.0.1, localhost, [::1] and this address (with 0.0.0.0: any IP address)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     title: PageTitle = None,
@@ -525,7 +529,7 @@ def serve(
         typer.Option(help="Seconds one request may take, waiting included; then 504, or an `error` event in a stream."),
     ] = 60.0,
 ) -> None:
-    """Serve the web page and a JSON API (/api/generate, /api/info, /api/prompt; docs at /docs)."""
+    """Serve the web page and a JSON API (/api/generate, /api/info, /api/prompt; schema at /openapi.json)."""
     from textweaver.server import serve as run_server
 
     run_server(run_dir, host=host, port=port, device=device, title=title, description=description,
@@ -538,7 +542,11 @@ def studio(
         str, typer.Option(help="Folder for the studio's texts and runs (created if missing).")
     ] = DEFAULT_WORKSPACE,
     host: Annotated[
-        str, typer.Option(help="Address to listen on; any other than 127.0.0.1 opens it to the network (no login).")
+        str,
+        typer.Option(
+            help="Address to listen on; any other than 127.0.0.1 opens it to the network (no login). It answers "
+            "only to 127.0.0.1, localhost, [::1] and this address (with 0.0.0.0: any IP address)."
+        ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     max_upload: Annotated[str, typer.Option(help="Largest text file accepted, e.g. 200MB, 1GB or 500KB.")] = MAX_UPLOAD,

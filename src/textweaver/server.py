@@ -6,16 +6,20 @@
 - ``GET /api/info``: the model card (corpus, size, metrics); ``GET /api/prompt``: a random start sentence
 - ``GET /``: the same page as ``textweaver export --format web``, in server mode (``/config.json``
   tells it so, and gives it the limits below)
-- ``GET /docs``: the OpenAPI documentation
+- ``GET /openapi.json``: the OpenAPI schema (no ``/docs`` page: Swagger UI would load from a CDN)
 
 Inputs are checked against the limits below (422 and a one-line ``message`` when out of range).
-It listens on 127.0.0.1 unless told otherwise: the API has no authentication.
+It listens on 127.0.0.1 unless told otherwise: the API has no authentication. It answers only
+requests addressed to it by a loopback name or the ``--host`` given (:class:`TrustedHosts`), so a
+web page under another name that resolves to 127.0.0.1 (DNS rebinding) gets 400.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
+import re
 import socket
 import sys
 import threading
@@ -24,13 +28,14 @@ import weakref
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from textweaver import __version__
 from textweaver.api import TextModel, load
@@ -42,6 +47,8 @@ from textweaver.sampling import MIN_TEMPERATURE as MIN_PENALTY
 from textweaver.sampling import SamplingOptions
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # the Host names this machine's browser uses for us
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # --host values that listen on every address of the machine
 MAX_PROMPT_CHARS = 2000
 MAX_STOP_CHARS = 100  # a stop string is a marker such as "\n\n" or "THE END", not a passage
 MAX_SAMPLES = 16
@@ -174,8 +181,10 @@ def create_app(
     workers: int = WORKERS,
     queue: int = QUEUE,
     timeout: float = TIMEOUT_S,
+    host: str = DEFAULT_HOST,
 ) -> FastAPI:
-    """The FastAPI application for one trained model (loaded once, shared by all requests)."""
+    """The FastAPI application for one trained model (loaded once, shared by all requests), answering
+    requests addressed to a loopback name or ``host`` (the address it listens on)."""
     model = load(run_dir, device)
     slots = GenerationSlots(workers, queue)
     config = {**page_config(model.checkpoint, "server", title, description), "limits": page_limits()}
@@ -184,7 +193,10 @@ def create_app(
         description=f"{config['description']}\n\nGenerate text from a textweaver model.",
         version=__version__,
         max_body_size=MAX_BODY_BYTES,  # larger bodies get 413 before they are read whole
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN into this origin: the schema is /openapi.json
+        redoc_url=None,
     )
+    app.add_middleware(TrustedHosts, host=host)
     app.state.model = model
     app.state.slots = slots
 
@@ -211,7 +223,7 @@ def create_app(
 
     @app.get("/api/info", summary="The model card: corpus, size, metrics")
     def info() -> dict[str, Any]:
-        return {**model.info(), "title": config["title"], "description": config["description"]}
+        return {**public_card(model.info()), "title": config["title"], "description": config["description"]}
 
     @app.get("/api/prompt", summary="A random start sentence from the training corpus")
     def prompt(seed: int | None = None) -> dict[str, str]:
@@ -274,6 +286,15 @@ def create_app(
         return _ui_file(name)
 
     return app
+
+
+def public_card(info: dict[str, Any]) -> dict[str, Any]:
+    """``TextModel.info()`` without this machine's folders: the checkpoint as its folder's name (``best``),
+    corpus files by their names."""
+    card = {**info, "checkpoint": Path(str(info["checkpoint"])).name}
+    if isinstance(card.get("corpus"), list):
+        card["corpus"] = [Path(str(f)).name if f is not None else None for f in card["corpus"]]
+    return card
 
 
 def page_limits() -> dict[str, Any]:
@@ -343,6 +364,68 @@ def error_response(message: str, status: int, headers: Mapping[str, str] | None 
     return JSONResponse({"message": message, "detail": message}, status_code=status, headers=headers)
 
 
+class TrustedHosts:
+    """Answers only requests whose ``Host`` names this server: a loopback name (127.0.0.1, localhost,
+    [::1]) or the ``--host`` it listens on, any port; 400 and one line otherwise.
+
+    A web page under another name that the attacker points at 127.0.0.1 (DNS rebinding) would be
+    same-origin with its requests here, so an Origin check alone cannot refuse them; its Host header
+    still carries the attacker's name. Listening on every address (``--host 0.0.0.0`` or ``::``), any
+    IP address is accepted too, as the machine is reached by its addresses (a rebound page always
+    comes under a name); to use a host name from other machines, give that name as ``--host``.
+    """
+
+    def __init__(self, app: ASGIApp, host: str = DEFAULT_HOST) -> None:
+        self.app = app
+        self.host = host
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            header = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not host_allowed(header, self.host):
+                port = (scope.get("server") or ("", DEFAULT_PORT))[1] or DEFAULT_PORT
+                return await error_response(host_refused(header, self.host, port), 400)(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def host_allowed(header: str, listen_host: str = DEFAULT_HOST) -> bool:
+    """Whether a request's ``Host`` header names this server (see :class:`TrustedHosts`)."""
+    match = re.fullmatch(r"(?:\[([0-9a-f:.]+)\]|([^:\[\]]+))(?::\d{1,5})?", header.strip().lower())
+    if match is None:
+        return False
+    name = match.group(1) or match.group(2)
+    listen = listen_host.strip("[]").lower()
+    if name in LOOPBACK_NAMES or name == listen:
+        return True
+    if listen in WILDCARD_HOSTS:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def host_refused(header: str, listen_host: str, port: int) -> str:
+    """The one line for a request under a name this server does not answer to."""
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    if listen_host in WILDCARD_HOSTS:
+        names.append("any IP address of this machine")
+    elif listen_host.strip("[]").lower() not in LOOPBACK_NAMES:
+        names.append(listen_host)
+    return (
+        f"Host {header[:100]!r} refused: this server answers only to {', '.join(names)} (a page under another "
+        f"name may be a site rebinding its DNS to this machine): open http://127.0.0.1:{port}/ or pass --host"
+    )
+
+
+def content_disposition(filename: str) -> str:
+    """A download's ``Content-Disposition`` (RFC 6266): ``filename*`` carries the name in UTF-8 (RFC 5987:
+    西游记-1.onnx as it is), ``filename`` an ASCII stand-in for clients that read only that."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
 def _ui_file(name: str) -> FileResponse:
     media_type = MEDIA_TYPES[Path(name).suffix]
     return FileResponse(WEB_DIR / name, media_type=media_type, headers={"Content-Security-Policy": CSP})
@@ -365,8 +448,9 @@ def serve(
         raise TextweaverError(f"--workers must be at least 1 and --queue at least 0, got {workers} and {queue}")
     if not timeout > 0:
         raise TextweaverError(f"--timeout must be a positive number of seconds, got {timeout}")
-    app = create_app(run_dir, device, title, description, workers, queue, timeout)
-    run_app(app, host, port, f"serving {app.state.model.checkpoint.directory}", "use the model", "(API docs at /docs)")
+    app = create_app(run_dir, device, title, description, workers, queue, timeout, host)
+    run_app(app, host, port, f"serving {app.state.model.checkpoint.directory}", "use the model",
+            "(API schema at /openapi.json)")  # fmt: skip
 
 
 def check_port(port: int) -> None:
