@@ -1,22 +1,27 @@
 """Train a base model for fine-tuning (``--init-from``) from the public-domain corpora in ../shared.
 
-    python scripts/build_base.py chinese-loo --out runs/base-zh-loo  # without xiyouji.txt (bench.finetune_gain)
-    python scripts/build_base.py english-loo --out runs/base-en-loo  # without alice_in_wonderland.txt
-    python scripts/build_base.py chinese --out runs/base-zh --from runs/base-zh-loo  # builtin:chinese
-    python scripts/build_base.py english --out runs/base-en --from runs/base-en-loo  # builtin:english
+    python scripts/build_base.py chinese --out runs/base-zh     # builds runs/base-zh-loo first, then builtin:chinese
+    python scripts/build_base.py english --out runs/base-en     # builds runs/base-en-loo first, then builtin:english
+    python scripts/build_base.py chinese --out runs/base-zh --ship src/textweaver/pretrained/chinese
+    python scripts/build_base.py chinese-loo --out runs/base-zh-loo --prepare  # only write the cleaned corpus
+
+Each language's base learns from every file of that language in ../shared/corpora: the first
+corpora (8 English, 3 Chinese files) and the folders ``en/`` (37 novels) and ``zh/`` (259 works).
+Left out on purpose: ``en/jekyll_and_hyde.txt`` is bundled as ``builtin:jekyll``, the demo's
+fine-tuning text, so no English base ever sees it.
 
 A shipped base is built in two stages, so the hours of training are spent once: the leave-one-out
-model (every corpus but one, measured against in bench.finetune_gain), then that model trained on
-every corpus (``--init-from`` the first stage, at the first stage's rate and batch). Without
-``--from`` the first stage is built into OUT-loo first.
+model (every corpus but the held-out novels, measured against in bench.finetune_gain and
+bench.versus_nanogpt), then that model trained on every corpus (``--init-from`` the first stage).
+Without ``--from`` the first stage is built into OUT-loo first.
 
 The same command with the same --out resumes an interrupted build (training is step-limited, so the
 result does not depend on how often it was interrupted or on the machine's speed). Before training,
 each file is copied to OUT-corpus/ with what is not the book removed: Project Gutenberg's licence
 header and footer (outside its "*** START OF" / "*** END OF" lines), lines naming Project Gutenberg,
 and lines holding a web address (a download site's advertisement in xiyouji.txt). Line ends become
-"\n" (two of the Chinese files use "\r\n"). The SHA-256 of every source file is printed for
-src/textweaver/pretrained/README.md.
+"\n" (two of the Chinese files use "\r\n"). The SHA-256 of every source file is written to
+OUT-corpus/SHA256SUMS and printed, for src/textweaver/pretrained/README.md.
 """
 
 from __future__ import annotations
@@ -34,24 +39,51 @@ from pathlib import Path
 from textweaver import load
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
-ENGLISH = ["tinyshakespeare.txt", "nietzsche.txt", "aesop_fables.txt", "war_and_peace.txt",
-           "pride_and_prejudice.txt", "alice_in_wonderland.txt", "sherlock_holmes.txt", "moby_dick.txt"]  # fmt: skip
-CHINESE = ["xiyouji.txt", "sanguo_yanyi.txt", "shuihu_zhuan.txt"]
-# sizes keep each model under 25 MB of float32 weights
-COMMON = ["--model", "lstm", "--layers", "2", "--context", "64", "--batch-size", "64", "--dropout", "0.2",
-          "--precision", "bf16", "--eval-every", "250", "--seed", "1337", "--no-tensorboard"]  # fmt: skip
-# the second stage keeps the first's model (--init-from fixes it), batch, dropout and precision
-SECOND = ["--batch-size", "64", "--dropout", "0.2", "--precision", "bf16", "--eval-every", "250", "--seed", "1337",
-          "--no-tensorboard"]  # fmt: skip
-# name: (corpus files, options, the stage it starts from)
-BASES = {
-    "english-loo": ([f for f in ENGLISH if f != "alice_in_wonderland.txt"],
-                    [*COMMON, "--width", "512", "--lr", "3e-3", "--max-steps", "4000"], None),
-    "chinese-loo": ([f for f in CHINESE if f != "xiyouji.txt"],
-                    [*COMMON, "--width", "448", "--lr", "5e-3", "--max-steps", "6000"], None),
-    "english": (ENGLISH, [*SECOND, "--lr", "3e-3", "--warmup-steps", "100", "--max-steps", "1000"], "english-loo"),
-    "chinese": (CHINESE, [*SECOND, "--lr", "5e-3", "--warmup-steps", "100", "--max-steps", "1500"], "chinese-loo"),
-}  # fmt: skip
+ENGLISH_FIRST = [
+    "tinyshakespeare.txt",
+    "nietzsche.txt",
+    "aesop_fables.txt",
+    "war_and_peace.txt",
+    "pride_and_prejudice.txt",
+    "alice_in_wonderland.txt",
+    "sherlock_holmes.txt",
+    "moby_dick.txt",
+]
+CHINESE_FIRST = ["xiyouji.txt", "sanguo_yanyi.txt", "shuihu_zhuan.txt"]
+NEVER = {"en/jekyll_and_hyde.txt"}  # builtin:jekyll, the demo's text the base must never see
+# held out of the leave-one-out stage: the novels the fine-tuning and side-by-side benchmarks measure on
+HELD_OUT = {"english": {"alice_in_wonderland.txt"}, "chinese": {"xiyouji.txt", "zh/jinghuayuan.txt"}}
+# the model, chosen by bench/base_candidates.py (docs/finetuning.md); the second stage keeps it (--init-from)
+MODEL = {
+    "english": ["--model", "lstm", "--layers", "2", "--width", "512", "--lr", "3e-3"],
+    "chinese": ["--model", "lstm", "--layers", "2", "--width", "512", "--lr", "3e-3"],
+}
+TRAIN = ["--context", "64", "--batch-size", "64", "--dropout", "0", "--precision", "bf16", "--eval-every", "500",
+         "--seed", "1337", "--no-tensorboard"]  # fmt: skip
+STEPS = {"english-loo": 20000, "chinese-loo": 20000, "english": 2000, "chinese": 2000}
+
+
+def corpus_files(language: str, corpus_dir: Path) -> list[str]:
+    """Every file of the language under corpus_dir, as paths relative to it (the first corpora, then the folder)."""
+    first, folder = (ENGLISH_FIRST, "en") if language == "english" else (CHINESE_FIRST, "zh")
+    found = [f"{folder}/{p.name}" for p in sorted((corpus_dir / folder).glob("*.txt"))]
+    return [f for f in [*first, *found] if f not in NEVER]
+
+
+def stage(base: str, corpus_dir: Path) -> tuple[list[str], list[str], str | None]:
+    """(corpus files, options, the stage it starts from) of a base."""
+    language = base.removesuffix("-loo")
+    files = corpus_files(language, corpus_dir)
+    if base.endswith("-loo"):
+        files = [f for f in files if f not in HELD_OUT[language]]
+        return files, [*MODEL[language], *TRAIN, "--warmup-steps", "500", "--max-steps", str(STEPS[base])], None
+    # the second stage keeps the first's model and rate, with a short warmup of its own
+    rate = MODEL[language][MODEL[language].index("--lr") + 1]
+    options = [*TRAIN, "--lr", rate, "--warmup-steps", "100", "--max-steps", str(STEPS[base])]
+    return files, options, f"{language}-loo"
+
+
+BASES = ["english-loo", "chinese-loo", "english", "chinese"]
 _NOT_BOOK = re.compile(r"https?://|www\.|Project Gutenberg", re.IGNORECASE)
 
 
@@ -66,25 +98,39 @@ def book_only(text: str) -> str:
     )
 
 
-def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str]) -> int:
-    files, options, first = BASES[base]
-    if first is not None and start is None:
-        start = out.with_name(out.name + "-loo")
-        code = build(first, start, corpus_dir, None, extra)
-        if code:
-            return code
-    folder = out.with_name(out.name + "-corpus")
-    folder.mkdir(parents=True, exist_ok=True)
+def prepare(files: list[str], corpus_dir: Path, folder: Path) -> list[Path]:
+    """Copy each file, book only, to ``folder`` (skipping copies already made); log each source's SHA-256."""
+    sums = []
     for name in files:
         raw = (corpus_dir / name).read_bytes()
-        print(f"{hashlib.sha256(raw).hexdigest()}  {name}")
-        (folder / name).write_text(book_only(raw.decode("utf-8")), encoding="utf-8")
-    cmd = [sys.executable, "-m", "textweaver", "train", *(str(folder / n) for n in files), "--out", str(out),
-           "--resume", "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
-    print(" ".join(cmd), flush=True)
+        sums.append(f"{hashlib.sha256(raw).hexdigest()}  {name}\n")
+        target = folder / name
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            partial.write_text(book_only(raw.decode("utf-8")), encoding="utf-8")
+            partial.replace(target)
+    (folder / "SHA256SUMS").write_text("".join(sums), encoding="utf-8")
+    print(f"{len(files)} files, SHA-256 in {folder / 'SHA256SUMS'}", flush=True)
+    return [folder / name for name in files]
+
+
+def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str], only_prepare: bool) -> int:
+    files, options, first = stage(base, corpus_dir)
+    if first is not None and start is None and not only_prepare:
+        start = out.with_name(out.name + "-loo")
+        code = build(first, start, corpus_dir, None, extra, only_prepare)
+        if code:
+            return code
+    paths = prepare(files, corpus_dir, out.with_name(out.name + "-corpus"))
+    if only_prepare:
+        return 0
+    cmd = [sys.executable, "-m", "textweaver", "train", *map(str, paths), "--out", str(out), "--resume",
+           "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
+    print(" ".join(cmd[:6]), f"... ({len(paths)} files)", " ".join(cmd[len(paths) + 3 :]), flush=True)
     code = subprocess.run(cmd).returncode
     if code == 0:
-        report(out, [folder / name for name in files])
+        report(out, paths, HELD_OUT[base.removesuffix("-loo")])
     return code
 
 
@@ -107,26 +153,36 @@ def ship(out: Path, target: Path) -> None:
     print(f"{target}: {sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB")
 
 
-def report(out: Path, files: list[Path]) -> None:
-    """Each corpus's validation loss (its last 10%, which the run never trained on), for the README."""
+def report(out: Path, files: list[Path], held_out: set[str]) -> None:
+    """Validation loss (each file's last 10%, which the run never trained on), for the README: each first corpus
+    and held-out novel alone, each folder's files together."""
     model = load(out)
+    groups: dict[str, list[Path]] = {}
+    for file in files:
+        name = f"{file.parent.name}/{file.name}" if file.parent.name in ("en", "zh") else file.name
+        alone = file.parent.name not in ("en", "zh") or name in held_out
+        groups.setdefault(name if alone else f"{file.parent.name}/ (the rest)", []).append(file)
     print("| corpus | validation characters | nats/char | bits/char |\n|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for file in files:
-            text = file.read_text(encoding="utf-8")
-            held = Path(tmp) / file.name
-            held.write_text(text[len(text) - round(len(text) * 0.1) :], encoding="utf-8")
+        for name, members in groups.items():
+            held = Path(tmp) / "held"
+            held.mkdir(exist_ok=True)
+            for i, file in enumerate(members):
+                text = file.read_text(encoding="utf-8")
+                (held / f"{i}.txt").write_text(text[len(text) - round(len(text) * 0.1) :], encoding="utf-8")
             s = model.evaluate(held)
-            print(f"| {file.name} | {s['chars']:,} | {s['nats_per_token']:.4f} | {s['bits_per_char']:.4f} |")
+            print(f"| {name} | {s['chars']:,} | {s['nats_per_token']:.4f} | {s['bits_per_char']:.4f} |", flush=True)
+            shutil.rmtree(held)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("base", choices=sorted(BASES))
+    parser.add_argument("base", choices=BASES)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--from", dest="start", type=Path, help="the first stage's run (english/chinese only)")
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
     # any other option goes to textweaver train: only ones that do not change the result (--threads N)
+    parser.add_argument("--prepare", action="store_true", help="only write the cleaned corpus to OUT-corpus/")
     parser.add_argument("--report", action="store_true", help="only print each corpus's validation loss of OUT")
     parser.add_argument("--ship", type=Path, help="only copy OUT's best/ to this folder (pretrained/NAME)")
     args, extra = parser.parse_known_args()
@@ -134,10 +190,11 @@ def main() -> None:
         ship(args.out, args.ship)
         return
     if args.report:
-        files, _, _ = BASES[args.base]
-        report(args.out, [args.out.with_name(args.out.name + "-corpus") / name for name in files])
+        files, _, _ = stage(args.base, args.corpus_dir)
+        folder = args.out.with_name(args.out.name + "-corpus")
+        report(args.out, [folder / name for name in files], HELD_OUT[args.base.removesuffix("-loo")])
         return
-    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra))
+    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra, args.prepare))
 
 
 if __name__ == "__main__":
