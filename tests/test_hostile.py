@@ -6,6 +6,7 @@ checkpoints (test_checkpoint.py, test_cli.py), the tokenizer round trip (test_to
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -81,8 +82,19 @@ def test_mixed_scripts_train_generate_and_round_trip(tmp_path: Path) -> None:
         assert text.startswith(prompt) and len(text) == len(prompt) + 60
         assert set(text[len(prompt) :]) <= vocab  # only characters of the corpus, never <unk>
         text.encode("utf-8")  # always valid text
-    (tmp_path / "held_out.txt").write_text(MIXED[::-1], encoding="utf-8")
-    assert model.evaluate(tmp_path / "held_out.txt")["nats_per_token"] > 0
+    held_out = MIXED[::-1]  # the same characters in an order never seen
+    (tmp_path / "held_out.txt").write_text(held_out, encoding="utf-8")
+    scores = model.evaluate(tmp_path / "held_out.txt")
+    # the same figure another way: every character read in one pass of the whole text (evaluate reads
+    # the file in chunks and scores it in windows of the context, carrying the LSTM's state)
+    assert model.checkpoint.model_config.kind == "lstm"
+    ids = torch.from_numpy(model.tokenizer.encode(held_out)).long()  # (T,)
+    with torch.inference_mode():
+        logits, _ = model.model(ids[None, :-1])  # (1, T-1, V)
+    nats = float(torch.nn.functional.cross_entropy(logits[0].float(), ids[1:]))
+    assert scores["unk_rate"] == 0.0 and scores["chars"] == len(held_out) and scores["tokens"] == len(ids) - 1
+    assert scores["nats_per_token"] == pytest.approx(nats, rel=1e-5)
+    assert scores["bits_per_char"] == pytest.approx(nats / (len(held_out) / len(ids)) / math.log(2), rel=1e-5)
 
 
 # ---- prompts
