@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from textweaver import load
+from textweaver import checkpoint, load
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 ENGLISH_FIRST = [
@@ -135,8 +135,9 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
 
 
 def ship(out: Path, target: Path) -> None:
-    """OUT's best checkpoint as a built-in model: the files as they are, except that config.json names the
-    corpus files and the first stage without this machine's folders (config.json is not checksummed)."""
+    """OUT's best checkpoint as a built-in model: the files as they are, except that the weights are stored
+    as float16 (they load as float32; tests/test_pretrained.py checks the loss does not move) and config.json
+    names the corpus files and the first stage without this machine's folders (config.json is not checksummed)."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(out / "best", target)
     for path in target.iterdir():
@@ -150,6 +151,7 @@ def ship(out: Path, target: Path) -> None:
         started["source"] = Path(started["source"]).name
         config["train"]["init_from"] = started["source"]
     config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    checkpoint.half_weights(target)
     print(f"{target}: {sum(p.stat().st_size for p in target.iterdir()) / 2**20:.1f} MiB")
 
 

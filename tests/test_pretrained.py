@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from textweaver import TextweaverError, load
 from textweaver.checkpoint import builtin_model_dir
@@ -158,3 +159,22 @@ def test_a_base_model_is_a_fine_tuning_source(tmp_path: Path, capsys: pytest.Cap
     assert "fine-tuning builtin:chinese (lstm 2x448" in err
     info = load(run).info()
     assert info["init_from"].startswith("builtin:chinese (lstm 2x448") and info["vocab_size"] >= 5_000
+
+
+def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path: Path) -> None:
+    """How shipped bases fit the wheel (scripts/build_base.py --ship): half the file, the same loss to 1e-3."""
+    import shutil
+
+    from textweaver import checkpoint
+
+    copy = tmp_path / "english"
+    shutil.copytree(builtin_model_dir("english"), copy)
+    before = load(copy).evaluate(DATA / "pride_heldback.txt")["nats_per_token"]
+    size = (copy / checkpoint.WEIGHTS).stat().st_size
+    checkpoint.half_weights(copy)
+    assert (copy / checkpoint.WEIGHTS).stat().st_size < 0.55 * size
+    model = load(copy)  # the checksum in config.json was updated, the weights are float32 again
+    assert all(p.dtype == torch.float32 for p in model.model.parameters())
+    # what fine-tuning and export read: float32 too (mixing float16 rows into new ones would round them)
+    assert {t.dtype for t in checkpoint.load_state(checkpoint.load(copy)).values()} == {torch.float32}
+    assert load(copy).evaluate(DATA / "pride_heldback.txt")["nats_per_token"] == pytest.approx(before, abs=1e-3)

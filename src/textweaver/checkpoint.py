@@ -223,12 +223,29 @@ def weights_digest(directory: Path) -> str:
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The weights as float32 whatever they were stored as (shipped base models keep float16, see
+    :func:`half_weights`)."""
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
+        return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     except (SafetensorError, OSError, ValueError) as e:
         raise TextweaverError(
             f"{path}: unreadable weights ({e}): restore it, or use the other of best/ and last/"
         ) from None
+
+
+def half_weights(directory: Path) -> None:
+    """Store a checkpoint's weights as float16 (half the file; they load as float32) and update its checksum.
+    For shipped models only: a run's own checkpoints stay float32 so that resuming is exact."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in _load_weights(directory / WEIGHTS).items()}
+    if any(not torch.isfinite(v).all() for v in state.values() if v.is_floating_point()):
+        raise TextweaverError(f"{directory}: a weight does not fit float16: keep the float32 weights")
+    tmp = directory / f".{WEIGHTS}.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / WEIGHTS)
+    config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
+    config["checksums"][WEIGHTS] = _sha256(directory / WEIGHTS)
+    (directory / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _cpu_float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
