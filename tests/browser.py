@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -27,10 +27,10 @@ FLAGS = [
 
 
 @contextmanager
-def chromium(profile: Path | None = None, **options: Any) -> Iterator[Any]:
+def chromium(profile: Path | None = None, args: Sequence[str] = (), **options: Any) -> Iterator[Any]:
     """A headless Debian chromium: a persistent context in ``profile`` (``options`` as Playwright's
-    ``launch_persistent_context``), or with no profile the browser itself. Skips the test where
-    chromium or playwright is missing."""
+    ``launch_persistent_context``), or with no profile the browser itself; ``args``: more command-line
+    flags. Skips the test where chromium or playwright is missing."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
     sync_api = pytest.importorskip(
@@ -38,10 +38,10 @@ def chromium(profile: Path | None = None, **options: Any) -> Iterator[Any]:
     )
     with sync_api.sync_playwright() as p:
         if profile is None:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[*FLAGS, *args])
         else:
             browser = p.chromium.launch_persistent_context(
-                str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS, **options
+                str(profile), executable_path=str(CHROMIUM), headless=True, args=[*FLAGS, *args], **options
             )
         try:
             yield browser
