@@ -4,7 +4,7 @@
 :func:`choose_schedule` for the model, its size, output layer, context, batch, learning rate,
 warmup and precision. The facts are the corpus (training tokens, vocabulary size and how many
 frequent tokens cover most of it), the budget, the device, and the device's measured speed for the
-chosen model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a second or two). Each
+chosen model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a few training steps). Each
 decision carries its reason, printed at the start and stored in the checkpoint so ``--resume``
 keeps it. The measurements behind every constant are in docs/training.md ("How the defaults are
 chosen"); they were taken on English prose, Chinese novels and C source, side by side with
@@ -18,54 +18,28 @@ from dataclasses import dataclass, field
 
 from textweaver.config import ModelConfig
 
-# The model: an LSTM wins per CPU minute on every corpus measured and generates ~6x faster than
-# the transformer (docs/performance.md). Its width grows with the tokens the budget buys (at the
-# small width's measured speed): (tokens from, width, its peak-rate cap). At ~3.5M tokens 2x384
-# matched 2x256 on Tiny Shakespeare (1.448 vs 1.447 at 90 s) on half the tokens; at ~6.6M the 2x384
-# won on Journey to the West (470 s: 4.192 vs 4.276, 2x512 4.200). Wider LSTMs take smaller steps.
+# Why each constant has its value, with the measurements: docs/training.md, "How the defaults are chosen".
+# The model, and its width by the tokens the budget buys: (tokens from, width, its peak-rate cap)
 MODEL = "lstm"
 LAYERS = 2
 WIDTHS = ((0.0, 256, math.inf), (6e6, 384, 1e-2), (40e6, 512, 2e-3))
-# the wider models step with at least this many tokens: their matrices use the CPU better (2x384 on
-# Chinese: 7,994 tokens/s at 1,024 tokens a step, 10,356 at 2,048); bf16 gains more from big steps too
-# (a 2x512 fine-tune of builtin:english: bf16 1.0x float32's speed at 1,024 tokens, 1.24x at 2,048)
-MIN_BATCH_TOKENS_WIDE = 2048
-# Truncated-BPTT length: 64 steps (the state still carries over between windows); shorter windows
-# make each 1,024-token step 16 streams wide
-CONTEXT = 64
-# Optimizer steps: a short budget is limited by the number of updates (each rare character's
-# embedding moves only when it is seen), so the batch is sized to give about TARGET_STEPS steps,
-# between MIN_BATCH_TOKENS and MAX_BATCH_TOKENS tokens per step (2 minutes on Journey to the West:
-# 1,024 tokens a step beat 512 and 4,096).
+MIN_BATCH_TOKENS_WIDE = 2048  # the wider models' smallest step: their matrices (and bf16) use the CPU better
+CONTEXT = 64  # truncated-BPTT length (the state still carries over between windows)
+# the batch gives about TARGET_STEPS steps: a short budget is limited by its updates, not its tokens
 TARGET_STEPS = 8000
 MIN_BATCH_TOKENS, MAX_BATCH_TOKENS = 1024, 4096
-# Output layer (--softmax auto): the adaptive softmax trains a 4,506-character Chinese model 1.7x
-# faster, but in 2 minutes it reached 4.396 nats/char against the full softmax's 4.374, so character
-# vocabularies keep the full softmax; from ADAPTIVE_FROM_VOCAB tokens (word level) the output layer
-# dominates even more and the adaptive one is used. Its shortlist is the most frequent tokens that
-# cover SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64; a second cluster boundary at
-# twice that keeps the rarest tokens on the narrowest projection.
+# --softmax auto: the adaptive softmax from this vocabulary (word level); its shortlist is the most frequent
+# tokens covering SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64, and a second boundary at twice that
 ADAPTIVE_FROM_VOCAB = 8192
 SHORTLIST_COVERAGE = 0.9
-# AdamW peak learning rate, per vocabulary: with a large vocabulary each token's embedding row is
-# updated rarely and gains from bigger steps (Journey to the West, 2 min: 3e-3 4.55, 6e-3 4.47,
-# 1e-2 4.37, 2e-2 4.32 nats/char); small vocabularies peaked near 6e-3 (Tiny Shakespeare, 90 s: 3e-3
-# 1.506, 6e-3 1.434, 1e-2 1.460). The big steps pay only
-# while the rows are updated rarely: once the budget buys more than FEW_PASSES passes over the corpus
-# they overshoot (Journey to the West, 470 s, ~10 passes, dropout 0.2: 2e-2 4.349, 1e-2 4.276), so
-# the rate falls as 1/sqrt(passes) from there, never below LR. The wider models cap it (WIDTHS).
+# AdamW peak rate: larger for a large vocabulary (its rows are updated rarely); beyond FEW_PASSES passes over
+# the corpus it falls as 1/sqrt(passes), never below LR; the wider models cap it (WIDTHS)
 LR = 6e-3
 LR_LARGE_VOCAB = 2e-2
 LARGE_VOCAB = 1000
 FEW_PASSES = 6.0
-# Fine-tuning (--init-from): the trained weights need smaller steps than a fresh model's, and, as for
-# a fresh model, a large vocabulary needs bigger ones (its rows are updated rarely; the tokens the
-# corpus appends start from the average row). Leave-one-out bases fine-tuned for 2 minutes
-# (bench/results/finetune_choices_*.md): Alice in Wonderland on the English base (129 characters):
-# 1e-3 1.150, 2e-3 1.230, 5e-3 1.280 nats/char; Journey to the West on the Chinese base (5,456):
-# 1e-3 4.316, 2e-3 4.209, 5e-3 4.120, 1e-2 4.135. As for a fresh model, many passes over a small corpus
-# need smaller steps: beyond FEW_PASSES the rate falls as 1/sqrt(passes) (Alice, 5 minutes, ~25 passes:
-# 1e-3 1.185, 4e-4 1.137; bench/results/finetune_choices_alice_5min.md).
+# fine-tuning (--init-from): smaller steps for trained weights, larger for a large vocabulary
+# (measured: docs/finetuning.md, "The defaults, measured")
 FINETUNE_LR = 1e-3
 FINETUNE_LR_LARGE_VOCAB = 5e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100

@@ -19,7 +19,7 @@ from textweaver.tokenizer import check_normalize_form
 MODEL_KINDS = ("lstm", "gru", "transformer")
 # builtin:NAME models shipped in the package (see pretrained/README.md)
 PRETRAINED = ("shakespeare", "english", "chinese")
-DEFAULT_MODEL = "lstm"  # lowest validation loss per CPU minute (measured: docs/training.md)
+DEFAULT_MODEL = "lstm"  # the most training tokens per CPU second (docs/training.md, "Why the LSTM ...")
 LEVELS = ("char", "word", "bpe")
 PRECISIONS = ("auto", "fp32", "bf16")
 SOFTMAXES = ("auto", "full", "adaptive")
@@ -99,16 +99,9 @@ PRESETS: dict[str, dict[str, Preset]] = {
 }
 DEFAULT_PRESET = "small"
 
-# The budget rule, fitted with bench/time_to_quality.py (docs/training.md, "What the defaults pick"):
-# with --max-time and no --dropout, a run whose budget buys more than AUTO_DROPOUT_EPOCHS passes
-# over the corpus (measured from its own speed after AUTO_DROPOUT_AFTER_STEPS steps) trains with
-# dropout AUTO_DROPOUT; shorter runs were still improving at their end and train ~20% faster without it.
-# Measured (val nats/char, without -> with 0.2): Tiny Shakespeare ~5.5 passes 1.426 -> 1.440 (hurts),
-# ~15 passes 1.462 -> 1.422; Journey to the West ~10 passes (lr 1e-2) 4.372 -> 4.276. The estimate,
-# taken before dropout slows the steps, runs 20-40% high: 10 estimated passes is ~7-8 real ones.
-# Models wider than AUTO_DROPOUT_WIDTH memorise sooner (more parameters per training character), so
-# their threshold falls with the parameter count, (AUTO_DROPOUT_WIDTH / width)^2: an LSTM 2x384 on
-# Journey to the West, ~8 real passes, 4.402 without dropout and 4.192 with 0.2.
+# The budget rule (why, measured: docs/training.md, "How the defaults are chosen"): with --max-time and no
+# --dropout, a run whose budget buys more than dropout_passes(width) passes over the corpus, judged from its own
+# speed after AUTO_DROPOUT_AFTER_STEPS steps, trains with dropout AUTO_DROPOUT
 AUTO_DROPOUT, AUTO_DROPOUT_EPOCHS, AUTO_DROPOUT_AFTER_STEPS, AUTO_DROPOUT_WIDTH = 0.2, 10.0, 30, 256
 
 
