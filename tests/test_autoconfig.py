@@ -190,6 +190,29 @@ def test_explicit_options_override_the_recipe(tmp_path: Path) -> None:
     assert saved["model"] == "gru" and saved["preset"] == "small" and "recipe" not in saved["extra"]
 
 
+def test_a_model_named_alone_with_a_time_budget_gets_the_recipes_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--model transformer --max-time T (no size, no batch): the preset's 32 x 128 made 42 steps in 40 s at word
+    level; the recipe sizes the batch for the steps the budget buys (here a measured speed of 1.2M tokens/s for
+    10 s: 12M tokens / 8,000 steps -> 1,500 -> 2,048 tokens a step, 16 x 128), with the preset's size and rate."""
+    from textweaver import train
+
+    monkeypatch.setattr(calibrate, "measure", lambda *args: Speed(fp32=1.2e6))  # the speed, not the clock, decides
+    options = {k: v for k, v in TINY.items() if k != "preset"}
+    train([SHAKESPEARE], tmp_path / "t", model="transformer", max_time=10, **options)
+    saved = json.loads((tmp_path / "t" / "last" / "config.json").read_text())["train"]
+    assert (saved["batch_size"], saved["lr"], saved["preset"], saved["context"]) == (16, 3e-3, "small", 128)
+    summary = saved["extra"]["recipe"]["summary"]
+    assert summary.startswith("transformer 4x128, batch 16 x 128, lr 0.003, warmup 100, fp32")
+    assert "batch 16 x 128: the budget buys ~12.0M tokens, ~5,859 steps" in saved["extra"]["recipe"]["reasons"]
+    assert f"auto: {summary}" in capsys.readouterr().err
+    # a size, a preset or a batch given: the preset's batch, as before
+    train([SHAKESPEARE], tmp_path / "p", model="transformer", preset="small", max_time=4, **options)
+    saved = json.loads((tmp_path / "p" / "last" / "config.json").read_text())["train"]
+    assert saved["batch_size"] == 32 and "recipe" not in saved["extra"]
+
+
 def test_the_output_layer_follows_the_vocabulary_and_the_users_choice() -> None:
     words = Facts(10**6, 10_000, 1_500, 600.0, "cpu")
     assert autoconfig.choose_head(words, "lstm")[0] == [1536, 3072]

@@ -92,6 +92,24 @@ def test_the_demo_fine_tunes_on_a_builtin_novel_the_english_base_never_saw() -> 
     assert len(trained) >= 8 and path.name not in trained and not any("jekyll" in n.lower() for n in trained)
 
 
+def test_many_files_are_summarized_per_folder_a_few_are_named() -> None:
+    def entry(path: str) -> dict[str, object]:
+        return {"path": path, "tokens": 10, "train_tokens": 9, "val_tokens": 1, "bytes": 1500}
+
+    few = [entry("a/1.txt"), entry("b/2.txt")]
+    assert corpus.summarize_files(few, 2) == few
+    many = [entry(f"reviews/{i}.txt") for i in range(30)] + [entry("notes.txt")]
+    summary = corpus.summarize_files(many, 20)
+    assert summary == [
+        {"path": "reviews", "files": 30, "bytes": 45_000, "tokens": 300, "train_tokens": 270, "val_tokens": 30},
+        entry("notes.txt"),  # a lone file stays itself
+    ]
+    assert [corpus.describe_file(e) for e in summary] == ["reviews/ (30 files, 45.0 kB, 300 tokens)", "notes.txt"]
+    # too many folders: their common one; summaries merge as they are
+    spread = [entry(f"data/{i}/x.txt") for i in range(25)] + [{"path": "data/old", "files": 5, "tokens": 1}]
+    assert corpus.summarize_files(spread, 20) == [{"path": "data", "files": 30, "tokens": 251}]
+
+
 def test_unknown_builtin_lists_the_available_ones() -> None:
     with pytest.raises(
         TextweaverError, match=r"unknown built-in corpus builtin:poe: available are builtin:shakespeare"

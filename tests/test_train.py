@@ -61,6 +61,35 @@ def test_a_time_budget_without_eval_every_evaluates_by_time_within_a_share_of_it
     assert "evaluating every 0.533 s or more, at most 50% of the time" in capsys.readouterr().err
 
 
+def test_a_folder_of_many_short_files_is_summarized_in_config_json_and_info(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Thousands of short documents (reviews, posts): config.json and `info` give the folder, how many files and
+    their size, not every name; a few files are still named one by one."""
+    from textweaver.corpus import STORED_FILES
+
+    reviews = tmp_path / "reviews"
+    reviews.mkdir()
+    lines = SHAKESPEARE.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i in range(STORED_FILES + 1):
+        (reviews / f"review_{i:05d}.txt").write_text("".join(lines[i % 100 : i % 100 + 3]), encoding="utf-8")
+    size = sum(f.stat().st_size for f in reviews.iterdir())
+    train([reviews], tmp_path / "r", max_steps=2, **TINY)
+    corpus = json.loads((tmp_path / "r" / "last" / "config.json").read_text(encoding="utf-8"))["corpus"]
+    (folder,) = corpus["files"]
+    assert folder["path"] == str(reviews) and folder["files"] == STORED_FILES + 1 and folder["bytes"] == size
+    assert folder["tokens"] == corpus["train_tokens"] + corpus["val_tokens"] and corpus["cache_key"]
+    code, out, err = run_cli(["info", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    (line,) = [line for line in out.splitlines() if line.strip().startswith("corpus:")]
+    summary = f"{reviews}/ ({STORED_FILES + 1:,} files, {size / 1e3:.1f} kB, {folder['tokens']:,} tokens)"
+    assert line.strip() == f"corpus: {summary}"
+
+    train([SHAKESPEARE, reviews / "review_00001.txt"], tmp_path / "few", max_steps=1, **TINY)
+    code, out, err = run_cli(["info", str(tmp_path / "few")], capsys)
+    assert f"corpus: {SHAKESPEARE}, {reviews / 'review_00001.txt'}\n" in out
+
+
 def test_training_lowers_the_validation_loss_and_logs_it(tmp_path: Path) -> None:
     result = train([SHAKESPEARE], tmp_path / "r", max_steps=120, **{**TINY, "eval_every": 40})
     records = evaluations(tmp_path / "r")

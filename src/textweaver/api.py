@@ -12,7 +12,7 @@ import torch
 
 from textweaver import checkpoint
 from textweaver.config import TrainConfig, parse_duration
-from textweaver.corpus import CorpusOptions, resolve_paths
+from textweaver.corpus import LISTED_FILES, CorpusOptions, describe_file, resolve_paths, summarize_files
 from textweaver.dataset import encode_file
 from textweaver.device import select_device
 from textweaver.errors import TextweaverError
@@ -145,7 +145,7 @@ class TextModel:
             "init_from": _started_from(c.train_config.get("extra", {}).get("init_from")),
             "level": self.tokenizer.level,
             "vocab_size": len(self.tokenizer),
-            "corpus": [f.get("path") for f in c.corpus.get("files", [])],
+            "corpus": [describe_file(f) for f in summarize_files(c.corpus.get("files", []), LISTED_FILES)],
             "train_tokens": c.corpus.get("train_tokens"),
             "metrics": c.metrics,
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import functools
 import hashlib
+import os
 import random
 import re
 import unicodedata
@@ -17,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from textweaver.errors import TextweaverError
 from textweaver.tokenizer import preprocess
@@ -28,6 +30,7 @@ BUILTIN_PREFIX = "builtin:"
 # Stevenson's Dr Jekyll and Mr Hyde, which no shipped base model was trained on (the demo fine-tunes on it)
 BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt", "jekyll": "jekyll_and_hyde.txt"}
 CHUNK_BYTES = 8 << 20
+_SIZE_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
 _SENTENCE_END = re.compile(r"(?<=[.!?;。！？；])\s+|(?<=[。！？；])")
 
 
@@ -93,6 +96,57 @@ def resolve_paths(inputs: Sequence[str | Path], glob: str = "*.txt") -> list[Pat
         else:
             raise TextweaverError(f"{path}: no such file or directory")
     return files
+
+
+# How a run names its corpus files. ``info`` and the report name each file up to LISTED_FILES, else summarize them
+# per folder; config.json keeps each file's entry up to STORED_FILES (a base model's few hundred novels stay named,
+# e.g. for bench/finetune_gain.py's held-out check) and summarizes thousands of short documents (its ``cache_key``,
+# a hash of every file's path and content, still identifies the corpus exactly)
+LISTED_FILES, STORED_FILES = 20, 1000
+
+
+def summarize_files(entries: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """A run's corpus files as its config.json and ``info`` show them: each file's entry (path, tokens,
+    bytes) while there are at most ``limit``; beyond, one entry per folder with how many files it holds
+    (``"files"``) and their summed numbers, or one for their common folder if even those are too many.
+    Entries that already stand for a folder are merged as they are."""
+    if len(entries) <= limit:
+        return list(entries)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in entries:
+        folder = str(item.get("path", "")) if "files" in item else str(Path(str(item.get("path", ""))).parent)
+        groups.setdefault(folder, []).append(item)
+    if len(groups) > limit:
+        try:
+            common = os.path.commonpath(list(groups))
+        except ValueError:  # absolute and relative folders: nothing in common
+            common = "."
+        groups = {common: [e for members in groups.values() for e in members]}
+    summary = []
+    for folder, members in groups.items():
+        if len(members) == 1 and "files" not in members[0]:  # a lone file stays itself
+            summary.append(members[0])
+            continue
+        entry: dict[str, Any] = {"path": folder, "files": sum(int(e.get("files", 1)) for e in members)}
+        for key in ("bytes", "tokens", "train_tokens", "val_tokens"):
+            if all(isinstance(e.get(key), int) for e in members):  # runs from before "bytes" have no sizes
+                entry[key] = sum(e[key] for e in members)
+        summary.append(entry)
+    return summary
+
+
+def describe_file(entry: dict[str, Any]) -> str:
+    """One entry of :func:`summarize_files` in words: the file's path, or ``FOLDER/ (N files, SIZE)``."""
+    if "files" not in entry:
+        return str(entry.get("path"))
+    facts = [f"{entry['files']:,} files"]
+    if "bytes" in entry:
+        size = entry["bytes"]
+        scaled = [f"{size / scale:.1f} {unit}" for unit, scale in _SIZE_UNITS if size >= scale]
+        facts.append(scaled[0] if scaled else f"{size} bytes")
+    if "tokens" in entry:
+        facts.append(f"{entry['tokens']:,} tokens")
+    return f"{entry['path'].rstrip('/')}/ ({', '.join(facts)})"
 
 
 def detect_encoding(path: Path, offset: int = 0) -> str | None:

@@ -29,6 +29,7 @@ from rich.console import Console
 
 from textweaver import __version__, checkpoint, runlog
 from textweaver.config import ModelConfig
+from textweaver.corpus import LISTED_FILES, describe_file, summarize_files
 from textweaver.errors import TextweaverError
 from textweaver.export import WEB_DIR
 from textweaver.models import build_model, num_parameters
@@ -208,7 +209,11 @@ def _summary(records: list[dict[str, Any]], config: dict[str, Any]) -> dict[str,
     model = config.get("model", {})
     tokenizer = config.get("tokenizer", {})
     corpus = config.get("corpus", {})
-    files = [f"{Path(f.get('path', '?')).name} ({f.get('tokens', 0):,} tokens)" for f in corpus.get("files", [])]
+    files = [
+        describe_file({**f, "path": Path(str(f.get("path", "?"))).name})  # a folder of many files: how many, what size
+        if "files" in f else f"{Path(str(f.get('path', '?'))).name} ({f.get('tokens', 0):,} tokens)"
+        for f in summarize_files(corpus.get("files", []), LISTED_FILES)
+    ]  # fmt: skip
     losses = [r["val_loss"] for r in records if _finite(r.get("val_loss")) is not None]
     bpc = [r["val_bpc"] for r in records if _finite(r.get("val_bpc")) is not None]
     heads = f", {model.get('n_head')} heads" if model.get("kind") == "transformer" else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -40,7 +41,7 @@ from textweaver.config import (
     TrainConfig,
     dropout_passes,
 )
-from textweaver.corpus import AUTO_ENCODING, CorpusOptions, file_encoding, resolve_paths
+from textweaver.corpus import AUTO_ENCODING, STORED_FILES, CorpusOptions, file_encoding, resolve_paths, summarize_files
 from textweaver.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
 from textweaver.errors import TextweaverError
@@ -58,9 +59,12 @@ PRIOR_TOKENS = 1 << 24  # training tokens counted for the output layer's startin
 MIN_IMPROVEMENT = 1e-3  # nats/token a validation loss must drop by to reset --patience
 # A --max-time run without --eval-every evaluates by time: about EVALS_PER_BUDGET times over its budget (a 1-minute
 # run every 4 s: a curve, not 3 points), but each evaluation is timed and the next one waits until evaluating has
-# taken at most EVAL_SHARE of the time (scoring --eval-tokens, the samples and two checkpoints take seconds)
+# taken at most EVAL_SHARE of the time (scoring --eval-tokens, the samples and two checkpoints take seconds). Before
+# the first, its cost is estimated from the training speed: scoring runs the forward pass alone, ~EVAL_SPEEDUP times
+# a training step's tokens per second
 EVALS_PER_BUDGET = 15
 EVAL_SHARE = 0.1
+EVAL_SPEEDUP = 3.0
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
     "max_time", "max_steps", "epochs", "patience", "eval_every", "eval_tokens", "sample_length",
@@ -242,8 +246,9 @@ def _train(
         s.load(trainer_state, device, batches.rows)
     log = RunLog(run_dir, config.tensorboard) if ranks.is_main else None
     generator = Generator(model, data.tokenizer, data.prompts, device)
+    files = [{**f, "bytes": _file_size(f["path"])} for f in data.files]
     corpus_info = {
-        "files": data.files, "train_tokens": len(data.train), "val_tokens": len(data.val),
+        "files": summarize_files(files, STORED_FILES), "train_tokens": len(data.train), "val_tokens": len(data.val),
         "train_chars": data.train_chars, "val_chars": data.val_chars, "cache_key": data.key,
     }  # fmt: skip
     console.print(
@@ -307,12 +312,17 @@ def _train(
         if _budget(previous) != _budget(config):
             s.rebudget(previous, config, len(data.train))
         rnn_state = s.rnn_state
-        next_eval = s.elapsed() + eval_gap(config.max_time, 0.0) if by_time and config.max_time else math.inf
+        since_eval, eval_cost = s.elapsed(), None  # by time: when the last evaluation ended, and what it took
+        scored = min(config.eval_tokens, len(data.val))
         while True:
             progress_frac = s.progress(config, len(data.train))
             stopped = s.stop_reason(config, len(data.train), stop.requested)
             checkpoint_due = time.monotonic() - s.last_save >= config.checkpoint_every
-            eval_due = s.elapsed() >= next_eval if by_time else (s.step + 1) % config.eval_every == 0
+            if by_time and config.max_time:
+                cost = scored / (EVAL_SPEEDUP * max(s.tokens_per_s(), 1e-9)) if eval_cost is None else eval_cost
+                eval_due = s.step > 0 and s.elapsed() - since_eval >= eval_gap(config.max_time, cost)
+            else:
+                eval_due = (s.step + 1) % config.eval_every == 0
             if ranks.enabled:  # one collective: every rank takes the same decisions
                 progress_frac, stop_any, due_any, eval_any = ranks.max(
                     [progress_frac, float(bool(stopped)), float(checkpoint_due), float(eval_due)]
@@ -357,8 +367,7 @@ def _train(
             if eval_due:
                 started = time.monotonic()
                 evaluate()
-                if by_time and config.max_time:
-                    next_eval = s.elapsed() + eval_gap(config.max_time, time.monotonic() - started)
+                since_eval, eval_cost = s.elapsed(), time.monotonic() - started
             elif checkpoint_due:
                 save()
         if stopped != "already-complete":
@@ -410,8 +419,9 @@ def _resolve_recipe(
     source: finetune.Source | None = None,
 ) -> TrainConfig:
     """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; when
-    fine-tuning, its schedule for the source's model; else the preset's values. Then the precision.
-    Options given explicitly always win."""
+    fine-tuning, its schedule for the source's model; a model named alone (no size, no batch) with a
+    time budget, its default size with the recipe's batch and warmup; else the preset's values. Then
+    the precision. Options given explicitly always win."""
     vocab = len(data.tokenizer)
     ranked = np.sort(counts)[::-1]
     shortlist = int(np.searchsorted(np.cumsum(ranked), autoconfig.SHORTLIST_COVERAGE * ranked.sum()) + 1)
@@ -441,13 +451,25 @@ def _resolve_recipe(
         return _apply(config, recipe)
     if not config.automatic:
         preset = config.resolved_preset()
+        kind = config.model or DEFAULT_MODEL
+        cutoffs, head_reason = autoconfig.choose_head(facts, kind)
         warmup = DEFAULT_WARMUP_STEPS if config.warmup_steps is None else config.warmup_steps
         resolved = dataclasses.replace(
-            config, model=config.model or DEFAULT_MODEL, batch_size=preset.batch_size, lr=preset.lr,
-            context=preset.context, warmup_steps=warmup,
+            config, model=kind, batch_size=preset.batch_size, lr=preset.lr, context=preset.context,
+            warmup_steps=warmup, cutoffs=cutoffs,
             preset=config.preset or (None if config.layers or config.width or config.heads else DEFAULT_PRESET),
-            cutoffs=autoconfig.choose_head(facts, config.model or DEFAULT_MODEL)[0],
         )  # fmt: skip
+        sized_by_user = config.preset or config.layers or config.width or config.heads or config.batch_size
+        if facts.budget_s is not None and not sized_by_user:
+            # only the model named: its default size, but the batch (so the number of steps) and the warmup
+            # sized for the time budget as the recipe sizes its own model's; the preset's rate
+            reasons = [f"{kind} {DEFAULT_PRESET}: --model {kind} alone (--preset or --layers/--width size it)"]
+            reasons += [head_reason] if head_reason else []
+            recipe = autoconfig.Recipe(kind, preset.n_layer, preset.n_embd, preset.context, cutoffs=cutoffs,
+                                       lr=preset.lr, reasons=reasons)  # fmt: skip
+            recipe = autoconfig.choose_schedule(recipe, facts, speed_of(resolved), precision)
+            left_open = dataclasses.replace(resolved, batch_size=None, lr=config.lr, warmup_steps=config.warmup_steps)
+            return _apply(left_open, recipe)
         if resolved.precision == "auto":
             resolved.precision = autoconfig.choose_precision(speed_of(resolved), device.type)[0]
         return resolved
@@ -529,6 +551,13 @@ def _check_sizes(data: EncodedCorpus, context: int, paths: list[Path]) -> None:
         raise TextweaverError(
             f"{names}: too little text for a validation split: give more text or a larger --val-fraction"
         )
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0  # read a moment ago: gone since, the size is only informative
 
 
 def _saved_step(last_dir: Path) -> int:
