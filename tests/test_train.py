@@ -61,6 +61,19 @@ def test_a_time_budget_without_eval_every_evaluates_by_time_within_a_share_of_it
     assert "evaluating every 0.533 s or more, at most 50% of the time" in capsys.readouterr().err
 
 
+def test_the_first_evaluation_by_time_waits_when_its_estimated_cost_would_take_over_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A word-level transformer scoring 92,776 validation tokens at ~1,000 tokens/s: an evaluation 1/15 into a
+    40 s budget took ~40 s and left 2 training steps. Before the first evaluation its cost is estimated from the
+    training speed; here scoring is made to look 10^6 times slower than it is, so none comes before the end."""
+    train_module = sys.modules["textweaver.train"]
+    monkeypatch.setattr(train_module, "EVAL_SPEEDUP", 1e-6)
+    options = {**{k: v for k, v in TINY.items() if k != "eval_every"}, "threads": 1}
+    result = train([SHAKESPEARE], tmp_path / "r", max_time=3, **options)
+    assert [r["step"] for r in evaluations(tmp_path / "r")] == [result.steps]  # the final one only
+
+
 def test_a_folder_of_many_short_files_is_summarized_in_config_json_and_info(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
