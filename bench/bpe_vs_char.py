@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import write
+from bench.common import add_results_option, evaluations, run_command, write
 from bench.versus_nanogpt import REQUIRED, SHARED
 
 
@@ -31,17 +30,15 @@ def train_and_score(work: Path, level: str, budget: str, extra: list[str]) -> di
     run = work / level
     cmd = [sys.executable, "-m", "textweaver", "train", str(work / "input.txt"), "--out", str(run),
            "--max-time", budget, "--level", level, "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    scored = subprocess.run([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"],
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    done = run_command(cmd)
+    scored = run_command([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"]).stdout
     result = json.loads(scored)
     config = json.loads((run / "last" / "config.json").read_text())
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {
         "bits_per_char": result["bits_per_char"],
         "chars_per_token": result["chars"] / max(result["tokens"], 1),
         "vocab": config["model"]["vocab_size"],
-        "steps": metrics[-1]["step"],
+        "steps": evaluations(run)[-1]["step"],
         "chose": next((line for line in done.stderr.splitlines() if line.startswith("auto:")), ""),
     }
 
@@ -51,9 +48,12 @@ def main() -> None:
     parser.add_argument("--corpora", default=REQUIRED, help="file names under --corpus-dir, comma-separated")
     parser.add_argument("--corpus-dir", default=str(SHARED / "corpora"))
     parser.add_argument("--budget", default="90s", help="--max-time of each training")
+    parser.add_argument("--train-args", default="", help="extra options for both runs (default: none)")
     parser.add_argument("--bpe-args", default="", help="extra options for the bpe run, e.g. '--vocab-size 8192'")
-    parser.add_argument("--name", default="bpe_vs_char", help="results name under bench/results/")
+    parser.add_argument("--name", default="bpe_vs_char", help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
+    extra = args.train_args.split()
     prepare = SHARED / "baselines" / "nanogpt" / "prepare_corpus.py"
     if not prepare.is_file() or not Path(args.corpus_dir).is_dir():
         print(f"skipped: no corpora or splitter at {args.corpus_dir} / {prepare} (they live in ../shared)")
@@ -62,10 +62,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for corpus_name in args.corpora.split(","):
             work = Path(tmp) / corpus_name
-            subprocess.run([sys.executable, str(prepare), str(Path(args.corpus_dir) / corpus_name), str(work)],
-                           check=True, capture_output=True)  # fmt: skip
-            char = train_and_score(work, "char", args.budget, [])
-            bpe = train_and_score(work, "bpe", args.budget, args.bpe_args.split())
+            run_command([sys.executable, str(prepare), str(Path(args.corpus_dir) / corpus_name), str(work)])
+            char = train_and_score(work, "char", args.budget, extra)
+            bpe = train_and_score(work, "bpe", args.budget, extra + args.bpe_args.split())
             rows.append({
                 "corpus": corpus_name, "budget": args.budget,
                 "char_bpc": char["bits_per_char"], "bpe_bpc": bpe["bits_per_char"],
@@ -81,7 +80,7 @@ def main() -> None:
     notes = "Bits per character over the whole last 10% of the text; ratio = bpe / char. Choices:\n" + "\n".join(
         f"- {r['corpus']}: char {r['char_chose']}; bpe {r['bpe_chose']}" for r in rows
     )
-    print(write(args.name, rows, columns, notes))
+    print(write(args.name, rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":

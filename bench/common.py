@@ -1,11 +1,13 @@
-"""Shared by the benchmarks: machine facts and writing results as JSON + a markdown table."""
+"""Shared by the benchmarks: machine facts, a run's evaluations, and writing results as JSON + a markdown table."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -39,17 +41,38 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write(name: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "") -> str:
-    """Save rows as bench/results/NAME.json and NAME.md; return the markdown table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` and capture its output; a failure exits with the command's own last error line, not a traceback."""
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or ["(no output)"]
+        raise SystemExit(f"{' '.join(cmd[:4])} ... exited {done.returncode}: {lines[-1]}")
+    return done
+
+
+def add_results_option(parser: argparse.ArgumentParser) -> None:
+    """``--results DIR``: where ``write`` saves (default bench/results/; the smoke tests write elsewhere)."""
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for NAME.json and NAME.md")
+
+
+def evaluations(run: Path) -> list[dict[str, Any]]:
+    """The evaluation records of ``run``'s metrics.jsonl. Between evaluations training also writes
+    progress records (training loss, lr, speed) that carry no validation figures."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in records if "val_loss" in r]
+
+
+def write(name: str, rows: list[dict[str, Any]], columns: list[str], notes: str = "", results: Path = RESULTS) -> str:
+    """Save rows as RESULTS/NAME.json and NAME.md; return the markdown table."""
+    results.mkdir(parents=True, exist_ok=True)
     facts = machine()
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=2, ensure_ascii=False))
+    (results / f"{name}.json").write_text(json.dumps({"machine": facts, "rows": rows}, indent=2, ensure_ascii=False))
     lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
     facts_line = ", ".join(f"{k}: {v}" for k, v in facts.items())
     md = f"# {name}\n\n{facts_line}\n\n" + "\n".join(lines) + ("\n\n" + notes if notes else "") + "\n"
-    (RESULTS / f"{name}.md").write_text(md)
+    (results / f"{name}.md").write_text(md)
     return md
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import write
+from bench.common import add_results_option, run_command, write
 from bench.finetune_gain import trained_on
 from bench.versus_nanogpt import SHARED, textweaver
 from textweaver import checkpoint
@@ -43,8 +42,7 @@ RANDOM_ROWS = (
 
 def prepare(corpus: Path, work: Path) -> None:
     """``work/input.txt``, ``train.txt`` and ``val.txt`` as nanoGPT's runner makes them (LF, no BOM, 90/10)."""
-    subprocess.run([sys.executable, str(NANOGPT / "prepare_corpus.py"), str(corpus), str(work)], check=True,
-                   capture_output=True)  # fmt: skip
+    run_command([sys.executable, str(NANOGPT / "prepare_corpus.py"), str(corpus), str(work)])
 
 
 @torch.inference_mode()
@@ -96,7 +94,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--variants", default="default,lr=1e-3,lr=5e-3,rows=random")
     parser.add_argument("--corpus-dir", default=str(SHARED / "corpora"))
-    parser.add_argument("--name", default=None, help="results name under bench/results/")
+    parser.add_argument("--name", default=None, help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
     corpus = Path(args.corpus_dir) / args.corpus
     if args.corpus in trained_on(args.base):
@@ -115,7 +114,8 @@ def main() -> None:
     columns = ["corpus", "minutes", "variant", "val", "steps", "tokens_per_s", "chose", "unused_tokens",
                "unused_mass", "kept_val", "pruned_val_at_best", "val_tokens_a_pruned_model_cannot_write"]  # fmt: skip
     name = args.name or f"finetune_choices_{Path(args.corpus).stem}"
-    print(write(name, rows, columns, f"Base: {args.base}. Losses: nats per character over the last 10%."))
+    notes = f"Base: {args.base}. Losses: nats per character over the last 10%."
+    print(write(name, rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":

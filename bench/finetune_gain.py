@@ -19,7 +19,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bench.common import write
+from bench.common import add_results_option, write
 from bench.versus_nanogpt import SHARED, nanogpt, nanogpt_timing, textweaver
 from textweaver import checkpoint
 
@@ -38,8 +38,15 @@ def main() -> None:
     parser.add_argument("--minutes", default="1,2,5", help="budgets, comma-separated")
     parser.add_argument("--corpus-dir", default=str(SHARED / "corpora"))
     parser.add_argument("--nanogpt", default=str(SHARED / "baselines" / "nanogpt"), help="the baseline's folder")
-    parser.add_argument("--name", default="finetune_gain", help="results name under bench/results/")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="nanoGPT's iterations at every budget instead of two speed probes (the budgets then only "
+                        "label the rows: a quick check that the benchmark runs)")  # fmt: skip
+    parser.add_argument("--nanogpt-args", default="", help="extra nanoGPT --key=value overrides (default: none)")
+    parser.add_argument("--scratch-args", default="", help="extra options for the run from scratch (default: none)")
+    parser.add_argument("--name", default="finetune_gain", help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
+    nanogpt_args = args.nanogpt_args.split()
     runner = Path(args.nanogpt) / "run.sh"
     if not runner.is_file():
         print(f"skipped: no nanoGPT baseline at {runner} (it lives in ../shared beside the repository)")
@@ -52,12 +59,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for base, corpus_name in pairs:
             corpus = Path(args.corpus_dir) / corpus_name
-            iterations_for = nanogpt_timing(runner, corpus, Path(tmp) / f"probe-{corpus_name}")
+            if not args.iters:
+                iterations_for = nanogpt_timing(runner, corpus, Path(tmp) / f"probe-{corpus_name}", nanogpt_args)
             for minutes in (float(m) for m in args.minutes.split(",")):
                 work = Path(tmp) / f"{corpus_name}-{minutes:g}m"
-                iters = max(260, iterations_for(minutes * 60))  # nanoGPT scores its checkpoint from iteration 250
-                wall, nano_val = nanogpt(runner, corpus, work, iters)
-                scratch = textweaver(work, wall, [], "scratch")
+                # nanoGPT scores its checkpoint from iteration 250
+                iters = max(260, args.iters or iterations_for(minutes * 60))
+                wall, nano_val = nanogpt(runner, corpus, work, iters, nanogpt_args)
+                scratch = textweaver(work, wall, args.scratch_args.split(), "scratch")
                 tuned = textweaver(work, wall, ["--init-from", base], "tuned")
                 rows.append({
                     "corpus": corpus_name, "minutes": minutes, "wall_s": wall, "base": base, "nanogpt_iters": iters,
@@ -72,7 +81,7 @@ def main() -> None:
     notes = "Losses: nats per character over the whole last 10% of the left-out corpus. Bases: " + ", ".join(
         f"{corpus} left out of {base}" for base, corpus in pairs
     )
-    print(write(args.name, rows, columns, notes))
+    print(write(args.name, rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":

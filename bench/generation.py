@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from bench.common import write
+from bench.common import add_results_option, write
 from textweaver import load
 from textweaver.config import PRESETS, ModelConfig
 from textweaver.generate import GenerationRequest, Generator
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--presets", default="tiny,small,medium")
     parser.add_argument("--length", type=int, default=2000)
     parser.add_argument("--run", help="also measure this trained run")
+    add_results_option(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
@@ -89,6 +90,7 @@ def main() -> None:
             rows,
             columns,
             "chars/s on the CPU, best of 3 runs; naive = whole window re-run per character (one run).",
+            args.results,
         )
     )
 

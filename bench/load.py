@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import write
+from bench.common import add_results_option, write
 
 
 @dataclass
@@ -158,7 +158,7 @@ async def churn_phase(url: str, pid: int, requests: int, concurrency: int = 16) 
     return tally, rss
 
 
-def percentile(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: int) -> float | None:
     if not values:
         return None
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=200, help="characters per streamed request in phase 1")
     parser.add_argument("--requests", type=int, default=10_000, help="short requests in phase 2")
     parser.add_argument("--serve-args", default="", help="extra options for textweaver serve, e.g. '--queue 48'")
+    add_results_option(parser)
     args = parser.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +207,7 @@ def main() -> None:
         f"loopback, clients in the same machine. Error kinds: {tally.errors or 'none'} / {churn.errors or 'none'}. "
         f"RSS after the first 1,000 short requests to the end: {growth:+.1f} MiB. Server alive at the end: {alive}."
     )
-    print(write("load", rows, columns, notes))
+    print(write("load", rows, columns, notes, args.results))
     if tally.errors or churn.errors or not alive:
         sys.exit(1)
 

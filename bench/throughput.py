@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from bench.common import write
+from bench.common import add_results_option, run_command, write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +55,7 @@ ENCODE_PROBE = textwrap.dedent("""
 
 
 def probe(code: str, *args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True).stdout
+    out = run_command([sys.executable, "-c", code, *args]).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
@@ -76,6 +75,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--corpus-mb", type=int, default=200)
     parser.add_argument("--corpus-dir", default=str(ROOT.parent / "shared" / "corpora"))
+    add_results_option(parser)
     args = parser.parse_args()
     rows = []
     for kind in ("lstm", "gru", "transformer"):
@@ -91,7 +91,8 @@ def main() -> None:
                 rows.append({"what": f"encode {corpus.stat().st_size / 1e6:.0f} MB ({level})", **result})
                 print(rows[-1], flush=True)
     columns = ["what", "tokens_per_s", "ms_per_step", "mb_per_s", "seconds", "peak_rss_mib"]
-    print(write("throughput", rows, columns, "Training: random ids, preset batch x context. Encoding: cold cache."))
+    notes = "Training: random ids, preset batch x context. Encoding: cold cache."
+    print(write("throughput", rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":

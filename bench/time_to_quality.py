@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import write
+from bench.common import add_results_option, evaluations, run_command, write
 from textweaver.config import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +26,8 @@ NANOGPT_CPU_LOSS = 1.886  # nanoGPT's CPU recipe on Tiny Shakespeare (val loss, 
 def run(corpus: Path, budget: str, out: Path, eval_every: int, extra: list[str]) -> list[dict[str, float]]:
     cmd = [sys.executable, "-m", "textweaver", "train", str(corpus), "--out", str(out), "--max-time", budget,
            "--eval-every", str(eval_every), "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    run_command(cmd)
+    return evaluations(out)
 
 
 def main() -> None:
@@ -38,7 +37,8 @@ def main() -> None:
     parser.add_argument("--corpus-dir", default=str(ROOT.parent / "shared" / "corpora"))
     parser.add_argument("--eval-every", type=int, default=250, help="steps between points of the curve")
     parser.add_argument("--train-args", default="", help="extra options for textweaver train, e.g. '--model gru'")
-    parser.add_argument("--name", default="time_to_quality", help="results file name under bench/results/")
+    parser.add_argument("--name", default="time_to_quality", help="results file name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
     rows, curves = [], {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,8 +61,10 @@ def main() -> None:
     curve_text = "\n".join(
         f"- {key}: " + ", ".join(f"{t:.0f}s {loss:.3f}" for t, loss, _ in points) for key, points in curves.items()
     )
-    print(write(args.name, rows, columns, "Validation loss over time (elapsed, nats/token):\n" + curve_text))
-    (Path(__file__).parent / "results" / f"{args.name}_curves.json").write_text(json.dumps(curves))
+    print(
+        write(args.name, rows, columns, "Validation loss over time (elapsed, nats/token):\n" + curve_text, args.results)
+    )
+    (args.results / f"{args.name}_curves.json").write_text(json.dumps(curves))
     assert all(math.isfinite(r["val_nats_per_char"]) for r in rows)
 
 

@@ -18,15 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import write
+from bench.common import add_results_option, evaluations, run_command, write
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -38,25 +37,22 @@ NANOGPT_ITERS = 2000  # the recipe's own
 PROBE_ITERS = (260, 520)
 
 
-def nanogpt(runner: Path, corpus: Path, work: Path, iters: int) -> tuple[float, float]:
-    """Train nanoGPT's recipe for ``iters`` iterations; (wall seconds, val nats/char)."""
+def nanogpt(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[str] = ()) -> tuple[float, float]:
+    """Train nanoGPT's recipe for ``iters`` iterations (``extra``: nanoGPT --key=value overrides);
+    (wall seconds, val nats/char)."""
     cmd = ["bash", str(runner), str(corpus), str(work), sys.executable,
-           f"--max_iters={iters}", f"--lr_decay_iters={iters}"]  # fmt: skip
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+           f"--max_iters={iters}", f"--lr_decay_iters={iters}", *extra]  # fmt: skip
+    out = run_command(cmd).stdout
     m = re.search(r"wall_s=([\d.]+) val=([\d.]+)", out)
     if not m:
         raise SystemExit(f"nanoGPT runner printed no result: {out!r}")
     return float(m.group(1)), float(m.group(2))
 
 
-def nanogpt_iters_for(runner: Path, corpus: Path, tmp: Path, seconds: float) -> int:
-    """nanoGPT's iterations that take ``seconds`` on this corpus: wall = start-up + iterations x rate."""
-    return nanogpt_timing(runner, corpus, tmp)(seconds)
-
-
-def nanogpt_timing(runner: Path, corpus: Path, tmp: Path) -> Callable[[float], int]:
-    """From two speed probes on this corpus: seconds -> nanoGPT's iterations that take that long."""
-    (short, _), (long, _) = (nanogpt(runner, corpus, tmp / f"probe-{n}", n) for n in PROBE_ITERS)
+def nanogpt_timing(runner: Path, corpus: Path, tmp: Path, extra: Sequence[str] = ()) -> Callable[[float], int]:
+    """From two speed probes on this corpus: seconds -> nanoGPT's iterations that take that long
+    (wall = start-up + iterations x rate)."""
+    (short, _), (long, _) = (nanogpt(runner, corpus, tmp / f"probe-{n}", n, extra) for n in PROBE_ITERS)
     per_iter = max(long - short, 1e-3) / (PROBE_ITERS[1] - PROBE_ITERS[0])
     startup = max(0.0, short - PROBE_ITERS[0] * per_iter)
     return lambda seconds: round((seconds - startup) / per_iter)
@@ -71,19 +67,18 @@ def textweaver(
     cmd = [sys.executable, *(train_code or ["-m", "textweaver"]), "train", str(work / "input.txt"), "--out", str(run),
            "--max-time", f"{wall:.1f}s", "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
     start = time.monotonic()
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    done = run_command(cmd)
     process_wall = time.monotonic() - start
     chose = next((line for line in done.stderr.splitlines() if line.startswith("auto:")), "")
-    scored = subprocess.run([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"],
-                            check=True, capture_output=True, text=True).stdout  # fmt: skip
+    scored = run_command([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"]).stdout
     config = json.loads((run / "last" / "config.json").read_text())
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    final = evaluations(run)[-1]
     model = config["model"]
     return {
         "val": json.loads(scored)["nats_per_token"],
         "process_wall_s": round(process_wall, 1),
-        "steps": metrics[-1]["step"],
-        "tokens_per_s": metrics[-1]["tokens_per_s"],
+        "steps": final["step"],
+        "tokens_per_s": final["tokens_per_s"],
         "model": f"{model['kind']} {model['n_layer']}x{model['n_embd']} ctx {model['context']}",
         "chose": chose,
     }
@@ -98,7 +93,9 @@ def main() -> None:
                         help="scale nanoGPT's iterations (from its own measured speed) to train this long")  # fmt: skip
     parser.add_argument("--iters", type=int, default=NANOGPT_ITERS, help="nanoGPT's iterations without --minutes")
     parser.add_argument("--train-args", default="", help="extra options for textweaver train (default: none)")
-    parser.add_argument("--name", default=None, help="results name under bench/results/")
+    parser.add_argument("--nanogpt-args", default="", help="extra nanoGPT --key=value overrides (default: none)")
+    parser.add_argument("--name", default=None, help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
     runner = Path(args.nanogpt) / "run.sh"
     if not runner.is_file():
@@ -112,8 +109,9 @@ def main() -> None:
             work = Path(tmp) / corpus_name
             iters = args.iters
             if args.minutes is not None:  # measure nanoGPT's speed on this corpus with two short runs first
-                iters = max(NANOGPT_ITERS, nanogpt_iters_for(runner, corpus, Path(tmp), args.minutes * 60))
-            wall, nano_val = nanogpt(runner, corpus, work, iters)
+                iters_for = nanogpt_timing(runner, corpus, Path(tmp), args.nanogpt_args.split())
+                iters = max(NANOGPT_ITERS, iters_for(args.minutes * 60))
+            wall, nano_val = nanogpt(runner, corpus, work, iters, args.nanogpt_args.split())
             ours = textweaver(work, wall, args.train_args.split())
             rows.append({
                 "corpus": corpus_name, "wall_s": wall, "nanogpt_iters": iters, "nanogpt_val": nano_val,
@@ -124,7 +122,7 @@ def main() -> None:
     notes = "Losses: nats per character over the whole last 10% of the text. Choices:\n" + "\n".join(
         f"- {r['corpus']}: {r['chose']}" for r in rows
     )
-    print(write(name, rows, columns, notes))
+    print(write(name, rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":

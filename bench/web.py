@@ -18,7 +18,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.common import write
+from bench.common import add_results_option, write
 from textweaver.export import MODEL_FILE, export
 
 CHROMIUM = "/usr/bin/chromium"
@@ -67,7 +67,7 @@ def server_latency(run: str, length: int, repeats: int) -> dict[str, float]:
 
     from textweaver.server import create_app
 
-    client = TestClient(create_app(run))
+    client = TestClient(create_app(run), base_url="http://127.0.0.1")  # the server answers loopback names only
     body = {"prompt": PROMPT, "length": length, "seed": 0}
     client.post("/api/generate", json={**body, "length": 20})  # warm-up
     times = []
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--length", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    add_results_option(parser)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
@@ -110,7 +111,7 @@ def main() -> None:
         f"run: {server['server_latency_s'] * 1000:.0f} ms for 500 characters "
         f"({server['server_chars_per_s']:.0f} chars/s, PyTorch on the CPU)."
     )
-    print(write("web", rows, columns, notes))
+    print(write("web", rows, columns, notes, args.results))
 
 
 if __name__ == "__main__":
