@@ -153,9 +153,10 @@ def _write(
         config["model"]["file"], config["model"]["quantize"] = MODEL_FILE, quantize
         (directory / PAGE_CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
     files = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
+    # the checkpoint by its folder's name (best, last): a published export names no folder of this machine
     manifest = {
         "textweaver_version": __version__, "format": fmt, "quantize": quantize,
-        "checkpoint": str(ckpt.directory), "files": files, "signature": signature(ckpt.model_config),
+        "checkpoint": ckpt.directory.name, "files": files, "signature": signature(ckpt.model_config),
     }  # fmt: skip
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return files

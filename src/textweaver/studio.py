@@ -12,22 +12,29 @@ texts and runs, and trainings run as separate ``textweaver train`` processes, on
   (``metrics``, ``sample``, ``status``) as the training writes them
 - ``POST /api/runs/NAME/generate/stream``: a sample as server-sent events (as ``serve``)
 - ``GET /api/runs/NAME/download?format=web|onnx&quantize=``: the exported page as a zip, or model.onnx
+  (exported once per checkpoint, then served again from the run's ``downloads/``)
 - ``GET /api/runs/NAME/report``: the run report (``textweaver report``), made as the run stands now
+- ``GET /openapi.json``: the schema (no ``/docs`` page: Swagger UI would load from a CDN)
 
-Bad input gets a 4xx and a one-line ``message``. It listens on 127.0.0.1 unless told otherwise.
+Bad input gets a 4xx and a one-line ``message``. It listens on 127.0.0.1 unless told otherwise, answers
+only to the loopback names and ``--host`` (``server.TrustedHosts``: no DNS rebinding), and only its own
+page may use the API (:class:`SameOrigin`). Downloads are named in any script (RFC 6266).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
 import time
 import weakref
 import zipfile
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,14 +44,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from textweaver import __version__, runlog
 from textweaver.api import TextModel, load
 from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
 from textweaver.errors import TextweaverError
-from textweaver.export import QUANTIZE, WEB_DIR
+from textweaver.export import MODEL_FILE, QUANTIZE, WEB_DIR
 from textweaver.runlog import read_metrics
 from textweaver.server import (
     CSP,
@@ -55,7 +61,9 @@ from textweaver.server import (
     EventStream,
     GenerationSlots,
     StreamParams,
+    TrustedHosts,
     check_port,
+    content_disposition,
     error_response,
     generation_request,
     run_app,
@@ -85,6 +93,11 @@ STUDIO_FILES = {
 }  # fmt: skip
 EVENT_POLL_S = 0.5  # how often the server looks for new metrics while a run trains (the page is pushed to)
 UPLOAD_PATH = "/api/texts"
+# models kept loaded for generation, least recently used out first: each holds its weights in memory (a large
+# word-level model a few hundred MB), and the page generates from one run at a time, so a few cover going back
+# and forth between runs
+MAX_MODELS = 3
+DOWNLOADS = "downloads"  # in a run folder: the latest export of each kind (format and weights)
 
 
 class RunParams(BaseModel):
@@ -143,19 +156,23 @@ class BodyLimits:
 
 
 class SameOrigin:
-    """Requests that change something must come from the studio's own page: a web site the user visits
-    must not train, stop or delete through the user's browser (its requests carry a foreign Origin or
-    ``Sec-Fetch-Site: cross-site``); 403 and one line otherwise."""
+    """The API is for the studio's own page: a web site the user visits must not train, stop, delete,
+    or start exports and reports through the user's browser. Its requests carry a foreign Origin or
+    ``Sec-Fetch-Site: cross-site`` (or ``same-site``: another port of this machine); 403 and one line
+    then. Every ``/api/`` request is checked, and any request that would change something. (A site
+    that rebinds its DNS to this machine is same-origin: ``TrustedHosts`` refuses its Host first.)"""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+        if scope["type"] == "http" and (
+            scope["path"].startswith("/api/") or scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        ):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             origin = headers.get("origin")
             foreign = origin is not None and urlsplit(origin).netloc != headers.get("host")
-            if foreign or headers.get("sec-fetch-site") == "cross-site":
+            if foreign or headers.get("sec-fetch-site") in ("cross-site", "same-site"):
                 message = "cross-site request refused: use the studio's own page"
                 return await error_response(message, 403)(scope, receive, send)
         await self.app(scope, receive, send)
@@ -165,18 +182,52 @@ class BodyTooLarge(TextweaverError):
     """413: a request body beyond its limit."""
 
 
-def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: int = 1) -> FastAPI:
-    """The studio for ``workspace`` (created if missing); trainings run ``parallel`` at a time."""
+class ModelCache:
+    """The runs' models for generation, each loaded once per checkpoint (a training that saves a newer one
+    replaces it); at most ``size`` stay loaded, the least recently used goes first."""
+
+    def __init__(self, loader: Callable[[Path], TextModel], size: int = MAX_MODELS) -> None:
+        self.loader, self.size = loader, size
+        self.models: OrderedDict[str, tuple[float, TextModel]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, name: str, run_dir: Path) -> TextModel:
+        if not has_model(run_dir):
+            raise Conflict(f"run {name!r} has no checkpoint yet: wait for its first evaluation")
+        stamp = max((run_dir / d / "config.json").stat().st_mtime for d in ("best", "last")
+                    if (run_dir / d / "config.json").is_file())  # fmt: skip
+        with self.lock:
+            cached = self.models.pop(name, None)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, self.loader(run_dir))
+            self.models[name] = cached  # now the most recently used
+            while len(self.models) > self.size:
+                self.models.popitem(last=False)
+            return cached[1]
+
+    def drop(self, name: str) -> None:
+        with self.lock:
+            self.models.pop(name, None)
+
+
+def create_app(
+    workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: int = 1, host: str = DEFAULT_HOST
+) -> FastAPI:
+    """The studio for ``workspace`` (created if missing); trainings run ``parallel`` at a time. It answers
+    requests addressed to a loopback name or ``host`` (the address it listens on)."""
     limit = parse_size(max_upload)
     space = Workspace(Path(workspace), limit)
     trainer = Trainer(space, parallel)
     slots = GenerationSlots()
-    models: dict[str, tuple[float, TextModel]] = {}
-    models_lock = threading.Lock()
-    app = FastAPI(title="textweaver studio", version=__version__, description="Train, watch, generate, publish.")
+    models = ModelCache(load)
+    exporting = threading.Lock()  # one export at a time: each takes the CPU for seconds
+    # no docs_url / redoc_url pages: Swagger UI and ReDoc would load from a CDN into the studio's origin
+    app = FastAPI(title="textweaver studio", version=__version__, description="Train, watch, generate, publish.",
+                  docs_url=None, redoc_url=None)  # fmt: skip
     app.add_middleware(BodyLimits, upload=limit, other=MAX_BODY_BYTES)
     app.add_middleware(SameOrigin)
-    app.state.workspace, app.state.trainer = space, trainer
+    app.add_middleware(TrustedHosts, host=host)  # added last: it runs first
+    app.state.workspace, app.state.trainer, app.state.models = space, trainer, models
     weakref.finalize(app, trainer.close)
 
     @app.exception_handler(RequestValidationError)
@@ -237,12 +288,12 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
     @app.patch("/api/runs/{name}", summary="Rename a run")
     def rename(name: str, params: RenameParams) -> dict[str, Any]:
         space.rename(name, params.name)
+        models.drop(name)
         return _summary(params.name)
 
     @app.delete("/api/runs/{name}", status_code=204, summary="Delete a run and its files")
     def delete(name: str) -> Response:
-        with models_lock:
-            models.pop(name, None)
+        models.drop(name)
         space.delete(name)
         return Response(status_code=204)
 
@@ -269,7 +320,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
         from textweaver.report import render_report
 
         page = render_report(space.run_dir(name))  # made now: a run still training gets its latest state
-        disposition = f'attachment; filename="{name}-report.html"'
+        disposition = content_disposition(f"{name}-report.html")
         return Response(page, media_type="text/html", headers={"Content-Disposition": disposition})
 
     @app.get("/api/runs/{name}/events", summary="Metrics, samples and status as server-sent events")
@@ -280,7 +331,7 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
     @app.post("/api/runs/{name}/generate/stream", summary="Generate one sample from a run as server-sent events")
     def generate(name: str, params: StreamParams) -> Response:
-        model = _model(name)
+        model = models.get(name, space.run_dir(name))
         request = generation_request(model, params, 1)
         deadline = time.monotonic() + TIMEOUT_S
         ticket = slots.take_worker(deadline)
@@ -294,8 +345,6 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
 
     @app.get("/api/runs/{name}/download", summary="The run as a web page (zip) or an ONNX model")
     def download(name: str, format: str = "web", quantize: str = "fp32") -> Response:
-        from textweaver.export import export
-
         run_dir = space.run_dir(name)
         if format not in ("web", "onnx"):
             raise TextweaverError(f"unknown format {format!r}: use web (a zip of the page) or onnx (model.onnx)")
@@ -305,22 +354,11 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
             )
         if not has_model(run_dir):
             raise Conflict(f"run {name!r} has no checkpoint yet: train it a little first")
-        tmp = Path(tempfile.mkdtemp(prefix="textweaver-download-"))
-        cleanup = BackgroundTask(shutil.rmtree, tmp, ignore_errors=True)
-        try:
-            site = export(run_dir, tmp / name, format, None if quantize == "fp32" else quantize)
-            if format == "onnx":
-                return FileResponse(site.directory / "model.onnx", filename=f"{name}.onnx", background=cleanup,
-                                    media_type="application/octet-stream")  # fmt: skip
-            archive = tmp / f"{name}-web.zip"
-            with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
-                for path in sorted(site.directory.rglob("*")):
-                    if path.is_file():
-                        z.write(path, Path(name) / path.relative_to(site.directory))
-            return FileResponse(archive, filename=archive.name, media_type="application/zip", background=cleanup)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with exporting:
+            path = cached_export(run_dir, name, format, quantize)
+        filename, media_type = (f"{name}.onnx", "application/octet-stream") if format == "onnx" else (
+            f"{name}-web.zip", "application/zip")  # fmt: skip
+        return FileResponse(path, media_type=media_type, headers={"Content-Disposition": content_disposition(filename)})
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:
@@ -337,18 +375,6 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
         summary["queue_position"] = trainer.position(name)
         summary["recipe"] = _recipe(space.runs_dir / name)
         return summary
-
-    def _model(name: str) -> TextModel:
-        run_dir = space.run_dir(name)
-        if not has_model(run_dir):
-            raise Conflict(f"run {name!r} has no checkpoint yet: wait for its first evaluation")
-        stamp = max((run_dir / d / "config.json").stat().st_mtime for d in ("best", "last")
-                    if (run_dir / d / "config.json").is_file())  # fmt: skip
-        with models_lock:
-            cached = models.get(name)
-            if cached is None or cached[0] != stamp:  # a training saved a newer checkpoint
-                models[name] = (stamp, load(run_dir))
-            return models[name][1]
 
     async def _run_events(name: str, run_dir: Path, request: Request) -> AsyncIterator[str]:
         """Everything recorded so far, then what the training adds, until the run stops training."""
@@ -376,6 +402,40 @@ def create_app(workspace: str | Path, max_upload: str = MAX_UPLOAD, parallel: in
             await asyncio.sleep(EVENT_POLL_S)
 
     return app
+
+
+def cached_export(run_dir: Path, name: str, fmt: str, quantize: str) -> Path:
+    """The run exported as its web page (a zip, the files under ``NAME/``) or its ``model.onnx``, once per
+    checkpoint: kept in the run's ``downloads/`` under the checkpoint's identity (a hash of its
+    config.json, which holds the weights' checksum), where it replaces the export of an older one."""
+    from textweaver.export import export
+
+    config = next(run_dir / d / "config.json" for d in ("best", "last") if (run_dir / d / "config.json").is_file())
+    identity = hashlib.sha256(name.encode() + b"\0" + config.read_bytes()).hexdigest()[:16]
+    kind = f"{fmt}-{quantize}"
+    folder = run_dir / DOWNLOADS
+    target = folder / f"{kind}-{identity}{'.onnx' if fmt == 'onnx' else '.zip'}"
+    if target.is_file():
+        return target
+    folder.mkdir(exist_ok=True)
+    partial = folder / f".{target.name}.partial"
+    try:
+        with tempfile.TemporaryDirectory(prefix="textweaver-download-") as tmp:
+            site = export(run_dir, Path(tmp) / name, fmt, None if quantize == "fp32" else quantize)
+            if fmt == "onnx":
+                shutil.copyfile(site.directory / MODEL_FILE, partial)
+            else:
+                with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+                    for path in sorted(site.directory.rglob("*")):
+                        if path.is_file():
+                            z.write(path, Path(name) / path.relative_to(site.directory))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    for old in folder.glob(f"{kind}-*"):  # an older checkpoint's, or the run's former name's
+        old.unlink(missing_ok=True)
+    os.replace(partial, target)
+    return target
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
@@ -418,7 +478,7 @@ def serve_studio(
 ) -> None:
     """Serve the studio until Ctrl-C; trainings still running then save a checkpoint and stop."""
     check_port(port)
-    app = create_app(workspace, max_upload)
+    app = create_app(workspace, max_upload, host=host)
     try:
         run_app(app, host, port, f"studio for {Path(workspace).absolute()}",
                 "train, read and delete the runs of this workspace")  # fmt: skip

@@ -4,6 +4,7 @@
     WORKSPACE/texts/ID/meta.json    its display name and statistics
     WORKSPACE/runs/NAME/            a run folder, as ``textweaver train --out`` writes it
     WORKSPACE/runs/NAME/studio.json what the studio asked for (texts, budget, model) and the run's status
+    WORKSPACE/runs/NAME/downloads/  the latest download of each kind (studio.py's cached_export)
 
 A training is a separate ``python -m textweaver train ... --resume`` process (the CLI's own code path),
 so a crash or an out-of-memory kill ends that process, never the studio; its last error line becomes
@@ -30,6 +31,8 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from textweaver.config import PRESETS, parse_duration
 from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX, CorpusOptions, builtin_corpus_path, iter_text
@@ -101,8 +104,10 @@ class Workspace:
     # ----- texts
     async def add_text(self, name: str, chunks: AsyncIterator[bytes], encoding: str = "utf-8") -> TextInfo:
         """Store an uploaded text streamed in ``chunks`` (at most ``max_upload`` bytes), check it as the
-        CLI would and return its statistics; a refused text leaves nothing behind."""
+        CLI would and return its statistics; a refused text leaves nothing behind. The disk writes and
+        the decoding run in worker threads: the studio answers other requests meanwhile."""
         name = display_name(name)
+        options = CorpusOptions(encoding=encoding)  # a bad encoding is refused before the body is read
         text_id = "t" + secrets.token_hex(6)
         folder = self.texts_dir / f".{text_id}.partial"
         folder.mkdir()
@@ -114,8 +119,8 @@ class Workspace:
                     size += len(chunk)
                     if size > self.max_upload:
                         raise TooLarge(self.max_upload)
-                    f.write(chunk)
-            info = _store_text(raw, folder / "text.txt", text_id, name, size, encoding)
+                    await anyio.to_thread.run_sync(f.write, chunk)
+            info = await anyio.to_thread.run_sync(_store_text, raw, folder / "text.txt", text_id, name, size, options)
             raw.unlink()
             _write_json(folder / "meta.json", asdict(info))
             folder.rename(self.texts_dir / text_id)
@@ -441,12 +446,11 @@ def display_name(name: str) -> str:
     return base[:100] or "text"
 
 
-def _store_text(raw: Path, out: Path, text_id: str, name: str, size: int, encoding: str) -> TextInfo:
+def _store_text(raw: Path, out: Path, text_id: str, name: str, size: int, options: CorpusOptions) -> TextInfo:
     """Decode ``raw`` as the CLI would (the same one-line errors, naming the file as the client did)
     into UTF-8 ``out``, counting what the Text panel shows."""
     if size == 0:
         raise TextweaverError(f"{name}: the file is empty: choose a text file with some text in it")
-    options = CorpusOptions(encoding=encoding)
     chars = lines = 0
     seen: set[str] = set()
     scripts: dict[str, int] = {}
@@ -467,7 +471,7 @@ def _store_text(raw: Path, out: Path, text_id: str, name: str, size: int, encodi
         raise TextweaverError(str(e).replace(str(raw), name)) from None
     if chars == 0 or not any(not c.isspace() for c in seen):
         raise TextweaverError(f"{name}: the file holds no text: choose a text file with some text in it")
-    used = options.encoding if encoding != "auto" else "auto"
+    used = options.encoding
     return TextInfo(text_id, name, size, chars, len(seen), lines + (last != "\n"),
                     max(scripts, key=lambda s: scripts[s]) if scripts else "none", used)  # fmt: skip
 

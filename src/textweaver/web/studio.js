@@ -710,6 +710,22 @@ async function copyOutput() {
 
 // ---------------------------------------------------------------- 5. publish
 
+// The file name of a download (RFC 6266): filename* (RFC 5987: charset'language'percent-encoded UTF-8,
+// how 西游记-1.onnx arrives) when there is one, else the plain filename, quoted or not; null if neither.
+function dispositionFilename(header) {
+  const extended = /(?:^|;)\s*filename\*\s*=\s*utf-8'[^']*'([^;\s]+)/i.exec(header);
+  if (extended) {
+    try {
+      return decodeURIComponent(extended[1]);
+    } catch {
+      // malformed percent-encoding: fall back to the plain name
+    }
+  }
+  const plain = /(?:^|;)\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/i.exec(header);
+  if (!plain) return null;
+  return plain[1] !== undefined ? plain[1].replace(/\\(.)/g, "$1") : plain[2];
+}
+
 // kind: "web" (the page as a zip), "onnx" (the model alone) or "report" (the run report)
 async function download(kind) {
   const name = state.selected;
@@ -723,8 +739,7 @@ async function download(kind) {
     const response = await fetch(url);
     if (!response.ok) throw new Error(await errorMessage(response));
     const blob = await response.blob();
-    const disposition = response.headers.get("content-disposition") ?? "";
-    const filename = /filename="?([^";]+)"?/.exec(disposition)?.[1] ?? `${name}-${kind}`;
+    const filename = dispositionFilename(response.headers.get("content-disposition") ?? "") ?? `${name}-${kind}`;
     const link = el("a", { href: URL.createObjectURL(blob), download: filename });
     document.body.append(link);
     link.click();
