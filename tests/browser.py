@@ -30,7 +30,8 @@ FLAGS = [
 def chromium(profile: Path | None = None, args: Sequence[str] = (), **options: Any) -> Iterator[Any]:
     """A headless Debian chromium: a persistent context in ``profile`` (``options`` as Playwright's
     ``launch_persistent_context``), or with no profile the browser itself; ``args``: more command-line
-    flags. Skips the test where chromium or playwright is missing."""
+    flags. Skips the test where chromium or playwright is missing (under TEXTWEAVER_NO_SKIP=1, as in
+    CI, that skip fails the run: conftest.py)."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
     sync_api = pytest.importorskip(
