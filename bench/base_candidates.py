@@ -47,18 +47,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", type=Path, help="a folder of cleaned text (scripts/build_base.py --prepare)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the candidates' runs")
-    parser.add_argument("--steps", type=int, default=600, help="training steps of each candidate")
+    parser.add_argument("--steps", default="600",
+                        help="training steps of each candidate: one number, or NAME=STEPS,... (equal CPU time for "
+                        "models of different cost)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU threads each training uses")
     parser.add_argument("--eval-every", type=int, default=150, help="steps between evaluations")
     parser.add_argument("--only", default=",".join(CANDIDATES), help="candidates to run, comma-separated")
     parser.add_argument("--name", default="base_candidates", help="results name under bench/results/")
     args = parser.parse_args()
     files = sorted(p for p in args.corpus.rglob("*.txt"))
+    steps = {n: int(v) for n, v in (p.split("=") for p in args.steps.split(","))} if "=" in args.steps else {}
     rows = []
     for name in args.only.split(","):
         run = args.out / name
         cmd = [sys.executable, "-m", "textweaver", "train", *map(str, files), "--out", str(run), "--resume",
-               "--max-steps", str(args.steps), "--eval-every", str(args.eval_every), *COMMON,
+               "--max-steps", str(steps.get(name) or args.steps), "--eval-every", str(args.eval_every), *COMMON,
                *CANDIDATES[name], *(["--threads", str(args.threads)] if args.threads else [])]  # fmt: skip
         print(name, flush=True)
         before = _children_cpu()

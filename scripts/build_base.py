@@ -60,7 +60,7 @@ MODEL = {
 }
 TRAIN = ["--context", "64", "--batch-size", "64", "--dropout", "0", "--precision", "bf16", "--eval-every", "500",
          "--seed", "1337", "--no-tensorboard"]  # fmt: skip
-STEPS = {"english-loo": 20000, "chinese-loo": 20000, "english": 2000, "chinese": 2000}
+STEPS = {"english-loo": 4000, "chinese-loo": 4000, "english": 1000, "chinese": 1000}
 
 
 def corpus_files(language: str, corpus_dir: Path) -> list[str]:
@@ -76,7 +76,7 @@ def stage(base: str, corpus_dir: Path) -> tuple[list[str], list[str], str | None
     files = corpus_files(language, corpus_dir)
     if base.endswith("-loo"):
         files = [f for f in files if f not in HELD_OUT[language]]
-        return files, [*MODEL[language], *TRAIN, "--warmup-steps", "500", "--max-steps", str(STEPS[base])], None
+        return files, [*MODEL[language], *TRAIN, "--warmup-steps", "300", "--max-steps", str(STEPS[base])], None
     # the second stage keeps the first's model and rate, with a short warmup of its own
     rate = MODEL[language][MODEL[language].index("--lr") + 1]
     options = [*TRAIN, "--lr", rate, "--warmup-steps", "100", "--max-steps", str(STEPS[base])]
@@ -127,7 +127,7 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
         return 0
     cmd = [sys.executable, "-m", "textweaver", "train", *map(str, paths), "--out", str(out), "--resume",
            "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
-    print(" ".join(cmd[:6]), f"... ({len(paths)} files)", " ".join(cmd[len(paths) + 3 :]), flush=True)
+    print(" ".join(cmd[:5]), f"... ({len(paths)} files)", " ".join(cmd[4 + len(paths) :]), flush=True)
     code = subprocess.run(cmd).returncode
     if code == 0:
         report(out, paths, HELD_OUT[base.removesuffix("-loo")])

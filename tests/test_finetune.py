@@ -201,3 +201,52 @@ def test_fine_tuning_without_a_learning_rate_uses_the_fine_tuning_recipe(
     saved = json.loads((tmp_path / "r" / "last" / "config.json").read_text(encoding="utf-8"))
     assert saved["train"]["lr"] == autoconfig.FINETUNE_LR
     assert "fine-tuning" in saved["train"]["extra"]["recipe"]["reasons"][0]
+
+
+SQLITE = Path(__file__).parent / "data" / "sqlite_excerpt.c"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (SHAKESPEARE.read_text(encoding="utf-8"), "english"),
+        (XIYOUJI.read_text(encoding="utf-8"), "chinese"),
+        (SQLITE.read_text(encoding="utf-8"), None),  # code: Latin letters, but 9% of it symbols
+        ("Привет, как дела? Это русский текст, не английский.", None),
+        ("こんにちは、これは日本語の文です。ひらがなとカタカナがあります。", None),
+        ("   \n\n ", None),
+    ],
+)
+def test_the_script_of_a_text_decides_its_default_base(text: str, expected: str | None) -> None:
+    from textweaver.finetune import script
+
+    assert script(text) == expected
+
+
+def test_a_plain_run_on_english_prose_starts_from_the_english_base_and_none_opts_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from textweaver.config import TrainConfig
+    from textweaver.finetune import default_source
+
+    assert default_source([SHAKESPEARE], TrainConfig(), set()) == (
+        "builtin:english",
+        "the corpus is mostly english prose",
+    )
+    assert default_source([XIYOUJI], TrainConfig(max_time=120), set())[0] == "builtin:chinese"
+    # model options, another level, a short budget or code keep random weights
+    assert default_source([XIYOUJI], TrainConfig(model="gru"), {"model"})[0] is None
+    assert default_source([XIYOUJI], TrainConfig(context=32), {"context"})[0] is None
+    assert default_source([SHAKESPEARE], TrainConfig(level="word"), {"level"})[0] is None
+    assert default_source([SHAKESPEARE], TrainConfig(max_time=20), {"max_time"})[0] is None
+    assert default_source([SQLITE], TrainConfig(), set())[0] is None
+    quick = ["--max-steps", "2", "--no-tensorboard", "--sample-length", "5", "--eval-tokens", "4096"]
+    code, out, err = run_cli(["train", str(SHAKESPEARE), "--out", str(tmp_path / "ft"), *quick], capsys)
+    assert code == 0, err
+    assert "starting from builtin:english: the corpus is mostly english prose (--init-from none" in out + err
+    assert checkpoint.load(tmp_path / "ft" / "last").train_config["init_from"] == "builtin:english"
+    code, out, err = run_cli(["train", str(SHAKESPEARE), "--out", str(tmp_path / "scratch"), "--init-from", "none",
+                              *quick], capsys)  # fmt: skip
+    assert code == 0, err
+    assert "starting from" not in out + err
+    assert checkpoint.load(tmp_path / "scratch" / "last").train_config["init_from"] is None

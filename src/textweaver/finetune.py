@@ -7,18 +7,25 @@ initialised by :func:`load_weights`. Tokens of SOURCE that the new corpus never 
 model learns to give them little probability within the first steps, and keeping them lets the
 fine-tuned model still write them (the measurement is in docs/finetuning.md). The optimizer and the
 schedule start fresh, with the fine-tuning rate of :mod:`textweaver.autoconfig`.
+
+With no ``--init-from`` and no model option, a character-level run on prose mostly in a script a
+shipped base knows starts from that base (:func:`default_source`; ``--init-from none`` opts out):
+the rule and its measurements are in docs/finetuning.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from textweaver import checkpoint
 from textweaver.config import TrainConfig
+from textweaver.corpus import CorpusOptions, iter_text
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel
 
@@ -29,6 +36,19 @@ TOKENIZER_OPTIONS = ("level", "lowercase", "normalize")
 SOURCE_OPTIONS = ARCHITECTURE_OPTIONS + TOKENIZER_OPTIONS + ("vocab_size",)
 # how the rows of appended tokens start (measured against "random" in docs/finetuning.md)
 NEW_ROWS = "mean"
+NO_SOURCE = "none"  # --init-from none: random weights, even where a base would be the default
+# the shipped base a corpus starts from by default, by the script its text is mostly written in
+DEFAULT_BASES = {"chinese": "builtin:chinese", "english": "builtin:english"}
+SCRIPT_SAMPLE = 1 << 20  # characters read to tell the script, shared among the files
+# Measured on ../shared/corpora (docs/finetuning.md): Chinese prose and verse are 82-86% Han characters
+# (of the non-space ones), English prose >= 94% letters, all Latin; C source is 9% of the symbols below, prose < 0.6%
+MIN_HAN = 0.5
+MIN_LATIN_LETTERS = 0.75
+MAX_CODE_SYMBOLS = 0.02
+# below this --max-time a fresh run keeps random weights: the base's speed probe alone takes seconds, and
+# docs/finetuning.md measures the rule from 1 minute up
+MIN_BASE_BUDGET_S = 60.0
+CODE_SYMBOLS = frozenset("{}[]<>=;#*/\\|_$@&%^~`+")
 
 
 @dataclass
@@ -134,3 +154,51 @@ def describe(source: Source, vocab: list[str], added: int) -> str:
         f"fine-tuning {source.spec} ({source.record['model']}, {len(source.checkpoint.tokenizer):,} tokens; "
         f"the corpus adds {added:,}: {new})"
     )
+
+
+def script(text: str) -> str | None:
+    """``chinese`` or ``english`` (Latin letters) when ``text`` is mostly prose in that script, else None
+    (another script, a mix, or code)."""
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return None
+    han = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf")
+    latin = sum(1 for c in chars if c.isalpha() and ord(c) < 0x250)
+    symbols = sum(1 for c in chars if c in CODE_SYMBOLS)
+    if symbols / len(chars) > MAX_CODE_SYMBOLS:
+        return None
+    if han / len(chars) >= MIN_HAN:
+        return "chinese"
+    if latin / len(chars) >= MIN_LATIN_LETTERS:
+        return "english"
+    return None
+
+
+def sample_text(paths: Sequence[Path], options: CorpusOptions, size: int = SCRIPT_SAMPLE) -> str:
+    """Up to ``size`` characters of the corpus: the start of every file, an equal share each."""
+    share = max(1, size // max(1, len(paths)))
+    parts = []
+    for path in paths:
+        taken = 0
+        for chunk in iter_text(path, options):
+            parts.append(chunk[: share - taken])
+            taken += len(parts[-1])
+            if taken >= share:
+                break
+    return "".join(parts)
+
+
+def default_source(paths: Sequence[Path], config: TrainConfig, given: set[str]) -> tuple[str | None, str]:
+    """The base a fresh run starts from when the user named none, and why (or why not)."""
+    if config.init_from is not None:
+        return None, "--init-from given"
+    if given & {*ARCHITECTURE_OPTIONS, "vocab_size"} or not config.automatic:
+        return None, "model options given"
+    if config.level != "char" or config.lowercase or config.normalize:
+        return None, "not a plain character-level run"
+    if config.max_time is not None and config.max_time < MIN_BASE_BUDGET_S:
+        return None, f"--max-time under {MIN_BASE_BUDGET_S:g} s"
+    language = script(sample_text(paths, CorpusOptions(config.encoding, config.errors, config.glob)))
+    if language is None:
+        return None, "not mostly prose in a script a base knows"
+    return DEFAULT_BASES[language], f"the corpus is mostly {language} prose"

@@ -154,6 +154,15 @@ def _train(
             )
     elif resume:
         console.print(f"no checkpoint in {last_dir}: starting a fresh run")
+    paths = resolve_paths(corpus, config.glob)
+    chosen = ""  # why the run starts from a base nobody named
+    if config.init_from == finetune.NO_SOURCE:
+        config = dataclasses.replace(config, init_from=None)
+    elif saved is None:
+        default, why = finetune.default_source(paths, config, given)
+        if default is not None:  # said once the run starts (a refusal below stays one line)
+            chosen = f"starting from {default}: {why} (--init-from none starts from random weights)"
+            config = dataclasses.replace(config, init_from=default)
     source = None  # fine-tuning: the model a fresh run starts from (a resumed one has its own weights)
     if saved is None and config.init_from:
         source = finetune.load_source(config.init_from, config, given)
@@ -172,7 +181,6 @@ def _train(
     random.seed(config.seed)
 
     # ---- data
-    paths = resolve_paths(corpus, config.glob)
     if config.encoding == AUTO_ENCODING:
         options = _data_options(config).corpus
         for path in paths:
@@ -212,6 +220,8 @@ def _train(
     if source is not None and counts is not None:  # counts: a fresh run has them
         added = finetune.load_weights(model, source, counts)
         config.extra["init_from"]["added_tokens"] = added
+        if chosen:
+            console.print(chosen)
         console.print(finetune.describe(source, data.tokenizer.vocab, added))
     elif counts is not None:  # a fresh model
         set_unigram_prior(model, counts)
