@@ -21,6 +21,8 @@ from textweaver.config import (
     AUTO_DROPOUT_WIDTH,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
+    EVAL_SHARE,
+    EVALS_PER_BUDGET,
     MODEL_KINDS,
     PRESETS,
     PRETRAINED,
@@ -217,7 +219,12 @@ def train(
         typer.Option(help="Stop after this many evaluations without a better validation loss.", show_default=False),
     ] = None,
     eval_every: Annotated[
-        int, typer.Option(help="Steps between evaluations; each prints samples and writes a checkpoint.")
+        int,
+        typer.Option(
+            help="Steps between evaluations; each prints samples and writes a checkpoint. Default: with --max-time "
+            f"alone, by time instead (~{EVALS_PER_BUDGET} evaluations over the budget, at most {EVAL_SHARE:.0%} of "
+            "it spent evaluating); else 500."
+        ),
     ] = 500,
     eval_tokens: Annotated[int, typer.Option(help="Validation tokens scored per evaluation.")] = 131072,
     sample_length: Annotated[int, typer.Option(help="Tokens per sample printed at each evaluation.")] = 200,

@@ -25,6 +25,13 @@ PRECISIONS = ("auto", "fp32", "bf16")
 SOFTMAXES = ("auto", "full", "adaptive")
 
 
+# A --max-time run without --eval-every evaluates by time: about EVALS_PER_BUDGET times over its budget (a 1-minute
+# run every 4 s: a curve, not 3 points), but each evaluation is timed and the next one waits until evaluating has
+# taken at most EVAL_SHARE of the time (scoring --eval-tokens, the samples and two checkpoints take seconds)
+EVALS_PER_BUDGET = 15
+EVAL_SHARE = 0.1
+
+
 @dataclass
 class ModelConfig:
     kind: str = DEFAULT_MODEL  # lstm | gru | transformer

@@ -37,6 +37,8 @@ from textweaver.config import (
     AUTO_DROPOUT_AFTER_STEPS,
     DEFAULT_MODEL,
     DEFAULT_PRESET,
+    EVAL_SHARE,
+    EVALS_PER_BUDGET,
     ModelConfig,
     TrainConfig,
     dropout_passes,
@@ -57,13 +59,8 @@ DEFAULT_MAX_TIME = 300.0
 DEFAULT_WARMUP_STEPS = 100  # with explicit model options; the automatic recipe scales it to the budget
 PRIOR_TOKENS = 1 << 24  # training tokens counted for the output layer's starting unigram prior
 MIN_IMPROVEMENT = 1e-3  # nats/token a validation loss must drop by to reset --patience
-# A --max-time run without --eval-every evaluates by time: about EVALS_PER_BUDGET times over its budget (a 1-minute
-# run every 4 s: a curve, not 3 points), but each evaluation is timed and the next one waits until evaluating has
-# taken at most EVAL_SHARE of the time (scoring --eval-tokens, the samples and two checkpoints take seconds). Before
-# the first, its cost is estimated from the training speed: scoring runs the forward pass alone, ~EVAL_SPEEDUP times
-# a training step's tokens per second
-EVALS_PER_BUDGET = 15
-EVAL_SHARE = 0.1
+# evaluation by time (EVALS_PER_BUDGET, EVAL_SHARE: config.py); before the first, its cost is estimated from the
+# training speed: scoring runs the forward pass alone, ~EVAL_SPEEDUP times a training step's tokens per second
 EVAL_SPEEDUP = 3.0
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
