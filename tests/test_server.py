@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import inspect
 import json
@@ -89,6 +90,23 @@ def strings(value: Any) -> Iterator[str]:
     elif isinstance(value, dict | list):
         for item in value.values() if isinstance(value, dict) else value:
             yield from strings(item)
+
+
+def test_the_published_model_card_names_no_folder_of_this_machine(trained_run: Path) -> None:
+    model = load(trained_run)
+    files = [{"path": f"/home/me/corpora/reviews/r{i}.txt", "tokens": 10, "bytes": 40} for i in range(30)]
+    source = {"source": "/home/me/runs/base", "model": "lstm", "vocab_size": 70, "added_tokens": 2}
+    extra = {**model.checkpoint.train_config.get("extra", {}), "init_from": source}
+    model.checkpoint = dataclasses.replace(
+        model.checkpoint, corpus={"files": files}, train_config={**model.checkpoint.train_config, "extra": extra}
+    )
+    card = model.info(local=False)
+    assert (
+        card["corpus"] == ["reviews/ (30 files, 1.2 kB, 300 tokens)"]
+        and card["init_from"] == "base (lstm, 70 tokens, +2)"
+    )
+    assert card["checkpoint"] in ("best", "last") and not [v for v in strings(card) if "/home/me" in v or v[:1] == "/"]
+    assert model.info()["corpus"] == ["/home/me/corpora/reviews/ (30 files, 1.2 kB, 300 tokens)"]  # `textweaver info`
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,16 @@ class TextModel:
         total["files"] = per_file
         return total
 
-    def info(self) -> dict[str, Any]:
+    def info(self, local: bool = True) -> dict[str, Any]:
+        """The model card. ``local=False`` names no folder of this machine (``serve`` publishes it): the
+        checkpoint, corpus files and folders and a fine-tuning source by their own names."""
         c = self.checkpoint
+        named = (lambda path: path) if local else _own_name
+        corpus = summarize_files(c.corpus.get("files", []), LISTED_FILES)
+        if not local:
+            corpus = [{**f, "path": _own_name(str(f.get("path", "")))} for f in corpus]
         return {
-            "checkpoint": str(c.directory),
+            "checkpoint": named(str(c.directory)),
             "model": c.model_config.kind,
             "preset": c.train_config.get("preset"),
             "parameters": num_parameters(self.model),
@@ -142,21 +148,26 @@ class TextModel:
             "output": f"adaptive softmax {c.model_config.cutoffs}" if c.model_config.cutoffs else "softmax",
             "precision": c.train_config.get("precision"),
             "recipe": c.train_config.get("extra", {}).get("recipe", {}).get("summary"),
-            "init_from": _started_from(c.train_config.get("extra", {}).get("init_from")),
+            "init_from": _started_from(c.train_config.get("extra", {}).get("init_from"), named),
             "level": self.tokenizer.level,
             "vocab_size": len(self.tokenizer),
-            "corpus": [describe_file(f) for f in summarize_files(c.corpus.get("files", []), LISTED_FILES)],
+            "corpus": [describe_file(f) for f in corpus],
             "train_tokens": c.corpus.get("train_tokens"),
             "metrics": c.metrics,
         }
 
 
-def _started_from(record: dict[str, Any] | None) -> str | None:
+def _started_from(record: dict[str, Any] | None, named: Callable[[str], str]) -> str | None:
     """A fine-tuned run's source, as ``info`` shows it."""
     if not record:
         return None
     added = record.get("added_tokens", 0)
-    return f"{record['source']} ({record['model']}, {record['vocab_size']:,} tokens, +{added:,})"
+    return f"{named(str(record['source']))} ({record['model']}, {record['vocab_size']:,} tokens, +{added:,})"
+
+
+def _own_name(path: str) -> str:
+    """``/home/me/runs/x/best`` -> ``best``, ``/data/reviews/`` -> ``reviews``; ``builtin:english`` as it is."""
+    return Path(path).name or path
 
 
 def _scores(

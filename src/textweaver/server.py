@@ -223,7 +223,7 @@ def create_app(
 
     @app.get("/api/info", summary="The model card: corpus, size, metrics")
     def info() -> dict[str, Any]:
-        return {**public_card(model.info()), "title": config["title"], "description": config["description"]}
+        return {**model.info(local=False), "title": config["title"], "description": config["description"]}
 
     @app.get("/api/prompt", summary="A random start sentence from the training corpus")
     def prompt(seed: int | None = None) -> dict[str, str]:
@@ -286,15 +286,6 @@ def create_app(
         return _ui_file(name)
 
     return app
-
-
-def public_card(info: dict[str, Any]) -> dict[str, Any]:
-    """``TextModel.info()`` without this machine's folders: the checkpoint as its folder's name (``best``),
-    corpus files by their names."""
-    card = {**info, "checkpoint": Path(str(info["checkpoint"])).name}
-    if isinstance(card.get("corpus"), list):
-        card["corpus"] = [Path(str(f)).name if f is not None else None for f in card["corpus"]]
-    return card
 
 
 def page_limits() -> dict[str, Any]:
