@@ -20,10 +20,8 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from bench.common import write
-from textweaver.runlog import read_metrics
+from bench.common import add_results_option, evaluations, write
 
 COMMON = ["--context", "64", "--batch-size", "64", "--dropout", "0", "--precision", "bf16", "--seed", "1337",
           "--eval-tokens", "65536", "--no-tensorboard", "--no-progress"]  # fmt: skip
@@ -37,12 +35,6 @@ CANDIDATES = {
 }  # fmt: skip
 
 
-def curve(run: Path) -> list[dict[str, Any]]:
-    """The run's evaluations: step, tokens, seconds and validation loss."""
-    records, _ = read_metrics(run)
-    return [r for r in records if "val_loss" in r]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus", type=Path, help="a folder of cleaned text (scripts/build_base.py --prepare)")
@@ -53,7 +45,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads each training uses")
     parser.add_argument("--eval-every", type=int, default=150, help="steps between evaluations")
     parser.add_argument("--only", default=",".join(CANDIDATES), help="candidates to run, comma-separated")
-    parser.add_argument("--name", default="base_candidates", help="results name under bench/results/")
+    parser.add_argument("--name", default="base_candidates", help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
     files = sorted(p for p in args.corpus.rglob("*.txt"))
     steps = {n: int(v) for n, v in (p.split("=") for p in args.steps.split(","))} if "=" in args.steps else {}
@@ -69,7 +62,7 @@ def main() -> None:
         spent = run / "cpu_seconds.json"
         total = (json.loads(spent.read_text())["cpu_s"] if spent.exists() else 0.0) + _children_cpu() - before
         spent.write_text(json.dumps({"cpu_s": total}))
-        points = curve(run)
+        points = evaluations(run)
         best = min(points, key=lambda r: r["val_loss"])
         last = points[-1]
         cpu_s = json.loads((run / "cpu_seconds.json").read_text())["cpu_s"]
@@ -79,7 +72,7 @@ def main() -> None:
                                                                r["val_loss"]) for r in points]})  # fmt: skip
     write(args.name, rows, ["candidate", "params", "steps", "tokens", "cpu_s", "tokens_per_cpu_s", "best_val"],
           notes=f"Corpus: {len(files)} files under {args.corpus.name}; threads: {args.threads or 'default'}. "
-          "best_val: nats per character on every file's last 10%.")  # fmt: skip
+          "best_val: nats per character on every file's last 10%.", results=args.results)  # fmt: skip
 
 
 def _children_cpu() -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.common import write
+from bench.common import add_results_option, write
 from textweaver import load
 
 NAMES = {
@@ -45,7 +45,8 @@ def main() -> None:
     parser.add_argument("--language", required=True, choices=sorted(NAMES))
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--length", type=int, default=1000)
-    parser.add_argument("--name", default="foreign_names", help="results name under bench/results/")
+    parser.add_argument("--name", default="foreign_names", help="results name under --results")
+    add_results_option(parser)
     args = parser.parse_args()
     names = NAMES[args.language]
     corpus_rate, corpus_counts = rate(args.corpus.read_text(encoding="utf-8"), names)
@@ -59,7 +60,7 @@ def main() -> None:
                      "names": counts})  # fmt: skip
     print(write(args.name, rows, ["text", "chars", "per_10k", "names"],
                 notes=f"Names counted: {', '.join(names)}. Temperature 0.8, {args.samples} x {args.length} "
-                "characters per run."))  # fmt: skip
+                "characters per run.", results=args.results))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -5,10 +5,17 @@
 For each corpus: ``../shared/baselines/nanogpt/run.sh`` trains nanoGPT's README CPU recipe (4 layers
 x 4 heads x 128, context 64, batch 12, 2000 iterations; ``--minutes M`` scales the iterations so
 it trains for about M minutes) and prints its wall time and its validation loss over the whole last
-10% of characters. Then ``textweaver train WORKDIR/input.txt --max-time WALL`` runs with the
-defaults (no model option: the rule of ``autoconfig.py`` chooses), and ``textweaver eval`` scores
-the run on the same last 10% (``WORKDIR/val.txt``). Both losses are nats per character; the ratio
-is textweaver / nanoGPT (below 1: textweaver wins). One training at a time: run it alone.
+10% of characters: ``val=`` with sliding windows (every character predicted from at least 48
+characters of context, the fair figure) and ``cold_blocks=`` (non-overlapping 64-character blocks
+each starting cold, the older protocol). Then ``textweaver train WORKDIR/input.txt --max-time WALL``
+runs twice: with the defaults (no option: prose in a script a base knows starts from that base,
+``finetune.default_source``), and with ``--init-from none`` (from random weights); ``textweaver eval``
+scores each on the same last 10% (``WORKDIR/val.txt``). Losses are nats per character; a ratio is
+textweaver / nanoGPT's ``val`` (below 1: textweaver wins). One training at a time: run it alone.
+
+The default path refuses a corpus its base was trained on (the base has seen the validation
+characters' neighbours, and the book): give a leave-one-out base with ``--base chinese=RUN``
+(scripts/build_base.py chinese-loo), which the default path then starts from instead.
 
 Skips (exit 0) when ../shared/baselines/nanogpt is absent, as in a user's clone.
 """
@@ -26,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_results_option, evaluations, run_command, write
+from textweaver import checkpoint
+from textweaver.config import TrainConfig
+from textweaver.finetune import DEFAULT_BASES, default_source
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -37,16 +47,41 @@ NANOGPT_ITERS = 2000  # the recipe's own
 PROBE_ITERS = (260, 520)
 
 
-def nanogpt(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[str] = ()) -> tuple[float, float]:
-    """Train nanoGPT's recipe for ``iters`` iterations (``extra``: nanoGPT --key=value overrides);
-    (wall seconds, val nats/char)."""
+def nanogpt_run(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[str] = ()) -> dict[str, float]:
+    """Train nanoGPT's recipe for ``iters`` iterations (``extra``: nanoGPT --key=value overrides): its wall
+    seconds, ``val`` (sliding windows) and ``cold_blocks`` (the older protocol), nats/char."""
     cmd = ["bash", str(runner), str(corpus), str(work), sys.executable,
            f"--max_iters={iters}", f"--lr_decay_iters={iters}", *extra]  # fmt: skip
     out = run_command(cmd).stdout
-    m = re.search(r"wall_s=([\d.]+) val=([\d.]+)", out)
+    m = re.search(r"wall_s=([\d.]+) val=([\d.]+)(?: cold_blocks=([\d.]+))?", out)
     if not m:
         raise SystemExit(f"nanoGPT runner printed no result: {out!r}")
-    return float(m.group(1)), float(m.group(2))
+    return {"wall_s": float(m.group(1)), "val": float(m.group(2)),
+            "cold_blocks": float(m.group(3)) if m.group(3) else float("nan")}  # fmt: skip
+
+
+def nanogpt(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[str] = ()) -> tuple[float, float]:
+    """(wall seconds, val nats/char) of :func:`nanogpt_run`."""
+    result = nanogpt_run(runner, corpus, work, iters, extra)
+    return result["wall_s"], result["val"]
+
+
+def default_start(corpus: Path, bases: dict[str, str]) -> tuple[list[str], str]:
+    """The options that make the default path start where a user's ``textweaver train CORPUS`` would (a
+    leave-one-out base in place of the shipped one where ``bases`` names one), and what it starts from.
+    Refuses a base trained on the corpus."""
+    chosen, _ = default_source([corpus], TrainConfig(), set())
+    if chosen is None:
+        return [], "random weights (no base applies)"
+    language = next(lang for lang, builtin in DEFAULT_BASES.items() if builtin == chosen)
+    base = bases.get(language, chosen)
+    seen = {Path(str(f.get("path"))).name for f in checkpoint.load(base).corpus.get("files", [])}
+    if corpus.name in seen:
+        raise SystemExit(
+            f"{base} was trained on {corpus.name}: the default path would be flattered; give a base that left it "
+            f"out with --base {language}=RUN"
+        )
+    return ([] if base == chosen else ["--init-from", base]), base
 
 
 def nanogpt_timing(runner: Path, corpus: Path, tmp: Path, extra: Sequence[str] = ()) -> Callable[[float], int]:
@@ -94,6 +129,9 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=NANOGPT_ITERS, help="nanoGPT's iterations without --minutes")
     parser.add_argument("--train-args", default="", help="extra options for textweaver train (default: none)")
     parser.add_argument("--nanogpt-args", default="", help="extra nanoGPT --key=value overrides (default: none)")
+    parser.add_argument("--base", action="append", default=[], metavar="LANGUAGE=RUN",
+                        help="a leave-one-out base the default path starts from instead of the shipped one "
+                        "(chinese=RUN, english=RUN); repeatable")  # fmt: skip
     parser.add_argument("--name", default=None, help="results name under --results")
     add_results_option(parser)
     args = parser.parse_args()
@@ -101,6 +139,7 @@ def main() -> None:
     if not runner.is_file():
         print(f"skipped: no nanoGPT baseline at {runner} (it lives in ../shared beside the repository)")
         return
+    bases = dict(b.split("=", 1) for b in args.base)
     name = args.name or ("versus_nanogpt" if args.minutes is None else f"versus_nanogpt_{args.minutes:g}m")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,14 +150,21 @@ def main() -> None:
             if args.minutes is not None:  # measure nanoGPT's speed on this corpus with two short runs first
                 iters_for = nanogpt_timing(runner, corpus, Path(tmp), args.nanogpt_args.split())
                 iters = max(NANOGPT_ITERS, iters_for(args.minutes * 60))
-            wall, nano_val = nanogpt(runner, corpus, work, iters, args.nanogpt_args.split())
-            ours = textweaver(work, wall, args.train_args.split())
+            train_args = args.train_args.split()
+            start, started = default_start(corpus, bases) if not train_args else ([], "--train-args")
+            nano = nanogpt_run(runner, corpus, work, iters, args.nanogpt_args.split())
+            ours = textweaver(work, nano["wall_s"], [*start, *train_args])
+            scratch = textweaver(work, nano["wall_s"], ["--init-from", "none", *train_args], "scratch")
             rows.append({
-                "corpus": corpus_name, "wall_s": wall, "nanogpt_iters": iters, "nanogpt_val": nano_val,
-                "textweaver_val": ours["val"], "ratio": ours["val"] / nano_val, **ours,
+                "corpus": corpus_name, "wall_s": nano["wall_s"], "nanogpt_iters": iters, "nanogpt_val": nano["val"],
+                "nanogpt_cold_blocks": nano["cold_blocks"], "started_from": started, "textweaver_val": ours["val"],
+                "ratio": ours["val"] / nano["val"], "scratch_val": scratch["val"],
+                "scratch_ratio": scratch["val"] / nano["val"], "default_over_scratch": ours["val"] / scratch["val"],
+                "scratch_model": scratch["model"], **ours,
             })  # fmt: skip
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-    columns = ["corpus", "wall_s", "nanogpt_val", "textweaver_val", "ratio", "model", "steps", "tokens_per_s"]
+    columns = ["corpus", "wall_s", "nanogpt_val", "nanogpt_cold_blocks", "started_from", "textweaver_val", "ratio",
+               "scratch_val", "scratch_ratio", "default_over_scratch", "model", "steps", "tokens_per_s"]  # fmt: skip
     notes = "Losses: nats per character over the whole last 10% of the text. Choices:\n" + "\n".join(
         f"- {r['corpus']}: {r['chose']}" for r in rows
     )

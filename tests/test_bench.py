@@ -82,6 +82,42 @@ def test_versus_nanogpt(tmp_path: Path) -> None:
                  "--nanogpt-args", SMALL_NANOGPT, "--train-args", TINY_TRAIN, results=tmp_path)  # fmt: skip
     (row,) = rows
     assert row["steps"] > 0 and finite(row["nanogpt_val"], row["textweaver_val"], row["ratio"], row["wall_s"])
+    # both protocols of the runner, and the from-scratch path beside the default one
+    assert finite(row["nanogpt_cold_blocks"], row["scratch_val"], row["scratch_ratio"], row["default_over_scratch"])
+
+
+def test_the_side_by_side_default_path_refuses_a_corpus_its_base_learned_from(tmp_path: Path, base: Path) -> None:
+    from bench.versus_nanogpt import default_start
+
+    seen = tmp_path / "tinyshakespeare.txt"  # a file of builtin:english's corpus
+    seen.write_text(SHAKESPEARE.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(SystemExit, match="builtin:english was trained on tinyshakespeare.txt.*--base english=RUN"):
+        default_start(seen, {})
+    assert default_start(seen, {"english": str(base)}) == (["--init-from", str(base)], str(base))  # left it out
+    assert default_start(DATA / "sqlite_excerpt.c", {}) == ([], "random weights (no base applies)")
+    assert default_start(DATA / "xiyouji_excerpt.txt", {})[1] == "builtin:chinese"
+
+
+@pytest.mark.slow
+def test_base_candidates(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(SHAKESPEARE.read_text(encoding="utf-8"), encoding="utf-8")
+    rows = bench("base_candidates", str(corpus), "--out", str(tmp_path / "runs"), "--steps", "lstm-2x512=4",
+                 "--only", "lstm-2x512", "--eval-every", "2", "--threads", "1", results=tmp_path)  # fmt: skip
+    (row,) = rows
+    assert row["steps"] == 4 and len(row["curve"]) == 2 and finite(row["best_val"], row["cpu_s"])
+
+
+@pytest.mark.slow
+def test_foreign_names(tmp_path: Path, base: Path) -> None:
+    corpus_file = tmp_path / "corpus.txt"
+    corpus_file.write_text("Holmes looked at Watson. " * 4 + "Nobody else.\n", encoding="utf-8")  # 8 in 113
+    rows = bench("foreign_names", str(base), "--corpus", str(corpus_file), "--language", "english", "--samples", "2",
+                 "--length", "50", results=tmp_path)  # fmt: skip
+    corpus, generated = rows
+    assert corpus["names"] == {"Holmes": 4, "Watson": 4} and corpus["per_10k"] == pytest.approx(8e4 / 113)
+    assert generated["chars"] > 0 and finite(generated["per_10k"])
 
 
 @pytest.mark.slow
