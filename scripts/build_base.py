@@ -4,6 +4,7 @@
     python scripts/build_base.py english --out runs/base-en     # builds runs/base-en-loo first, then builtin:english
     python scripts/build_base.py chinese --out runs/base-zh --ship src/textweaver/pretrained/chinese
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo --prepare  # only write the cleaned corpus
+    python scripts/build_base.py chinese-loo --out runs/base-zh-loo --snapshot  # before a session ends: commit it
 
 Each language's base learns from every file of that language in ../shared/corpora: the first
 corpora (8 English, 3 Chinese files) and the folders ``en/`` (37 novels) and ``zh/`` (259 works).
@@ -61,6 +62,9 @@ MODEL = {
 TRAIN = ["--context", "64", "--batch-size", "64", "--dropout", "0", "--precision", "bf16", "--eval-every", "500",
          "--seed", "1337", "--no-tensorboard"]  # fmt: skip
 STEPS = {"english-loo": 4000, "chinese-loo": 4000, "english": 1000, "chinese": 1000}
+# a build that outlives a session (whose processes die with it) continues from its committed snapshot: a
+# loadable checkpoint with float16 weights (`--snapshot`); its optimizer moments are not kept (3x the size)
+SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"
 
 
 def corpus_files(language: str, corpus_dir: Path) -> list[str]:
@@ -125,6 +129,14 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
     paths = prepare(files, corpus_dir, out.with_name(out.name + "-corpus"))
     if only_prepare:
         return 0
+    snapshot = SNAPSHOTS / base
+    if first is None and not (out / "last").exists() and snapshot.is_dir():
+        done = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))["metrics"]["step"]
+        language = base.removesuffix("-loo")
+        rate = MODEL[language][MODEL[language].index("--lr") + 1]
+        print(f"continuing from {snapshot} (step {done}): a fresh optimizer, a 100-step warmup", flush=True)
+        options = [*TRAIN, "--lr", rate, "--warmup-steps", "100", "--max-steps", str(max(1, STEPS[base] - done)),
+                   "--init-from", str(snapshot)]  # fmt: skip
     cmd = [sys.executable, "-m", "textweaver", "train", *map(str, paths), "--out", str(out), "--resume",
            "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
     print(" ".join(cmd[:5]), f"... ({len(paths)} files)", " ".join(cmd[4 + len(paths) :]), flush=True)
@@ -134,12 +146,13 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
     return code
 
 
-def ship(out: Path, target: Path) -> None:
-    """OUT's best checkpoint as a built-in model: the files as they are, except that the weights are stored
-    as float16 (they load as float32; tests/test_pretrained.py checks the loss does not move) and config.json
-    names the corpus files and the first stage without this machine's folders (config.json is not checksummed)."""
+def ship(out: Path, target: Path, which: str = "best") -> None:
+    """OUT's best checkpoint (or ``which``) as a built-in model or a snapshot: the files as they are, without the
+    trainer state, except that the weights are stored as float16 (they load as float32; tests/test_pretrained.py
+    checks the loss does not move) and config.json names the corpus files and the first stage without this
+    machine's folders (config.json is not checksummed)."""
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(out / "best", target)
+    shutil.copytree(out / which, target, ignore=shutil.ignore_patterns("trainer.pt"))
     for path in target.iterdir():
         path.chmod(0o644)
     config_path = target / "config.json"
@@ -187,9 +200,15 @@ def main() -> None:
     parser.add_argument("--prepare", action="store_true", help="only write the cleaned corpus to OUT-corpus/")
     parser.add_argument("--report", action="store_true", help="only print each corpus's validation loss of OUT")
     parser.add_argument("--ship", type=Path, help="only copy OUT's best/ to this folder (pretrained/NAME)")
+    parser.add_argument("--snapshot", action="store_true",
+                        help=f"only copy OUT's last/ to {SNAPSHOTS.name}/BASE (commit it: the next session's build "
+                        "continues from it)")  # fmt: skip
     args, extra = parser.parse_known_args()
     if args.ship:
         ship(args.out, args.ship)
+        return
+    if args.snapshot:
+        ship(args.out, SNAPSHOTS / args.base, "last")
         return
     if args.report:
         files, _, _ = stage(args.base, args.corpus_dir)
