@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 
 import textweaver.export
 import textweaver.workspace
+from textweaver import TextweaverError
 from textweaver.studio import MAX_MODELS, ModelCache, create_app, read_samples
 from textweaver.workspace import parse_size
 
@@ -394,3 +395,23 @@ def test_sizes_and_the_cli_refusals(capsys: pytest.CaptureFixture[str], tmp_path
     assert parse_size("200MB") == 200 * 2**20 and parse_size("1.5gb") == 3 * 2**29 and parse_size("512") == 512
     one_line_error(*run_cli(["studio", "--max-upload", "lots"], capsys), r"--max-upload: cannot read 'lots' as a size")
     one_line_error(*run_cli(["studio", "--port", "0", "--workspace", str(tmp_path)], capsys), r"--port must be")
+
+
+def test_start_from_auto_leaves_the_choice_to_train_and_none_asks_for_random_weights(tmp_path: Path) -> None:
+    """The studio's "Start from": auto (no --init-from: train starts English or Chinese prose from its base),
+    none (--init-from none, with any model), a base (model auto only)."""
+    from textweaver.workspace import RunRequest, Workspace, train_command
+
+    workspace = Workspace(tmp_path / "ws", max_upload=1 << 20)
+
+    def command(**options: Any) -> list[str]:
+        record = workspace.new_run(RunRequest(texts=["builtin:shakespeare"], budget="2m", **options))
+        return train_command(workspace, record, workspace.run_dir(record.name))
+
+    assert "--init-from" not in command()
+    scratch = command(init_from="none", model="gru small")
+    assert scratch[scratch.index("--init-from") + 1] == "none" and "--model" in scratch
+    tuned = command(init_from="builtin:chinese")
+    assert tuned[tuned.index("--init-from") + 1] == "builtin:chinese"
+    with pytest.raises(TextweaverError, match="keeps its base's model"):
+        command(init_from="builtin:english", model="gru small")

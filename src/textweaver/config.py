@@ -32,6 +32,9 @@ EVALS_PER_BUDGET = 15
 EVAL_SHARE = 0.1
 
 
+NO_SOURCE = "none"  # --init-from none: random weights, even where a base would be the default (finetune.py)
+
+
 @dataclass
 class ModelConfig:
     kind: str = DEFAULT_MODEL  # lstm | gru | transformer
@@ -130,7 +133,7 @@ class TrainConfig:
     positional: str = "rotary"
     softmax: str = "auto"  # RNN output layer: auto (adaptive for large vocabularies) | full | adaptive
     cutoffs: list[int] | None = None  # the adaptive softmax's boundaries, resolved from `softmax` ([] = full)
-    init_from: str | None = None  # fine-tuning: a run, checkpoint or builtin:NAME whose model this run starts from
+    init_from: str | None = None  # fine-tuning: a run, checkpoint or builtin:NAME to start from; none: random weights
     # data
     level: str = "char"  # char | word | bpe (byte-level subwords learned from the corpus)
     vocab_size: int | None = None  # word: keep the N most frequent tokens (10000); bpe: learn up to N (4096)

@@ -36,7 +36,6 @@ TOKENIZER_OPTIONS = ("level", "lowercase", "normalize")
 SOURCE_OPTIONS = ARCHITECTURE_OPTIONS + TOKENIZER_OPTIONS + ("vocab_size",)
 # how the rows of appended tokens start (measured against "random" in docs/finetuning.md)
 NEW_ROWS = "mean"
-NO_SOURCE = "none"  # --init-from none: random weights, even where a base would be the default
 # the shipped base a corpus starts from by default, by the script its text is mostly written in
 DEFAULT_BASES = {"chinese": "builtin:chinese", "english": "builtin:english"}
 SCRIPT_SAMPLE = 1 << 20  # characters read to tell the script, shared among the files

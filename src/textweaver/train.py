@@ -39,6 +39,7 @@ from textweaver.config import (
     DEFAULT_PRESET,
     EVAL_SHARE,
     EVALS_PER_BUDGET,
+    NO_SOURCE,
     ModelConfig,
     TrainConfig,
     dropout_passes,
@@ -153,7 +154,7 @@ def _train(
         console.print(f"no checkpoint in {last_dir}: starting a fresh run")
     paths = resolve_paths(corpus, config.glob)
     chosen = ""  # why the run starts from a base nobody named
-    if config.init_from == finetune.NO_SOURCE:
+    if config.init_from == NO_SOURCE:
         config = dataclasses.replace(config, init_from=None)
     elif saved is None:
         default, why = finetune.default_source(paths, config, given)

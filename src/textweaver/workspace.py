@@ -34,7 +34,7 @@ from typing import Any
 
 import anyio
 
-from textweaver.config import PRESETS, parse_duration
+from textweaver.config import NO_SOURCE, PRESETS, parse_duration
 from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX, CorpusOptions, builtin_corpus_path, iter_text
 from textweaver.errors import TextweaverError
 from textweaver.runlog import read_metrics, write_atomically
@@ -71,7 +71,9 @@ class RunRequest:
     texts: list[str]  # text ids, or builtin:NAME
     budget: str = "5m"  # the CLI's duration syntax
     model: str = "auto"  # auto, or "KIND PRESET" (MODELS)
-    init_from: str | None = None  # fine-tune this base (BASES) or another run of the workspace
+    # fine-tune this base (BASES) or another run of the workspace; none: random weights; None: train's default
+    # (the base of the text's language for prose, finetune.default_source)
+    init_from: str | None = None
     name: str | None = None  # default: made from the first text's name and the time
     eval_every: int | None = None  # steps between evaluations (the live chart's points); None: the CLI's
 
@@ -174,7 +176,7 @@ class Workspace:
         parse_duration(request.budget, "time budget")
         if request.model not in MODELS:
             raise TextweaverError(f"unknown model {request.model!r}: choose one of {', '.join(MODELS)}")
-        if request.init_from is not None:
+        if request.init_from not in (None, NO_SOURCE):
             if request.model != "auto":
                 raise TextweaverError("a fine-tuned run keeps its base's model: choose model auto to start from a base")
             if request.init_from not in BASES:
@@ -385,7 +387,7 @@ def train_command(workspace: Workspace, record: RunRecord, run_dir: Path) -> lis
         kind, preset = record.model.split()
         command += ["--model", kind, "--preset", preset]
     if record.init_from is not None:
-        base = record.init_from if record.init_from in BASES else str(workspace.run_dir(record.init_from))
+        base = record.init_from if record.init_from in (*BASES, NO_SOURCE) else str(workspace.run_dir(record.init_from))
         command += ["--init-from", base]
     if record.eval_every is not None:
         command += ["--eval-every", str(record.eval_every)]

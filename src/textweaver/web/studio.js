@@ -211,7 +211,8 @@ function fillSelect(select, groups) {
 
 function renderStartFrom() {
   const finished = state.runs.filter((r) => r.has_model && !TRAINING.has(r.status));
-  const groups = [["", [["", "none (random weights)"]]], ["Base models", state.studio.bases.map((b) => [b, b])]];
+  const groups = [["", [["", "auto (the base of the text's language)"], ["none", "none (random weights)"]]],
+    ["Base models", state.studio.bases.map((b) => [b, b])]];
   if (finished.length) groups.push(["Your runs", finished.map((r) => [r.name, r.name])]);
   fillSelect($("init-from"), groups);
   fineTuneRule();
@@ -219,7 +220,7 @@ function renderStartFrom() {
 
 // A fine-tuned run keeps its base's model: the model choice is then auto.
 function fineTuneRule() {
-  const fineTune = $("init-from").value !== "";
+  const fineTune = !["", "none"].includes($("init-from").value);
   if (fineTune) $("model").value = "auto";
   $("model").disabled = fineTune;
 }
