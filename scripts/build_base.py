@@ -141,7 +141,8 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
            "--no-progress", *options, *(["--init-from", str(start)] if first else []), *extra]  # fmt: skip
     print(" ".join(cmd[:5]), f"... ({len(paths)} files)", " ".join(cmd[4 + len(paths) :]), flush=True)
     code = subprocess.run(cmd).returncode
-    if code == 0:
+    saved = json.loads((out / "last" / "config.json").read_text(encoding="utf-8")) if code == 0 else {}
+    if saved and saved["metrics"]["step"] >= saved["train"]["max_steps"]:  # not when stopped early (Ctrl-C)
         report(out, paths, HELD_OUT[base.removesuffix("-loo")])
     return code
 

@@ -242,6 +242,7 @@ def half_weights(directory: Path) -> None:
         raise TextweaverError(f"{directory}: a weight does not fit float16: keep the float32 weights")
     tmp = directory / f".{WEIGHTS}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
+    tmp.chmod(0o666 & ~_umask())  # safetensors writes 0600 whatever the umask
     os.replace(tmp, directory / WEIGHTS)
     config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
     config["checksums"][WEIGHTS] = _sha256(directory / WEIGHTS)
