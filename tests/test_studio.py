@@ -134,7 +134,7 @@ def test_hostile_run_names_and_unknown_things_get_4xx_and_one_line(studio: TestC
 def test_trainings_run_one_at_a_time_can_be_stopped_and_stream_their_progress(studio: TestClient) -> None:
     text = upload(studio, "Shakespeare.txt", SHAKESPEARE.read_bytes()).json()["id"]
     # a budget that outlasts choosing the recipe on a busy machine (it counts against the budget)
-    first = studio.post("/api/runs", json={"texts": [text], "budget": "20s", **FAST}).json()
+    first = studio.post("/api/runs", json={"texts": [text], "budget": "30s", **FAST}).json()
     second = studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "5m", "name": "two", **FAST})
     assert first["name"] == "Shakespeare-1" and first["corpus"] == ["Shakespeare.txt"]
     assert second.status_code == 201 and second.json()["status"] == "queued" and second.json()["queue_position"] == 1
