@@ -20,13 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.common import add_results_option, write
-from bench.versus_nanogpt import SHARED, nanogpt, nanogpt_timing, textweaver
-from textweaver import checkpoint
-
-
-def trained_on(base: str) -> set[str]:
-    """File names of a base model's training corpus."""
-    return {Path(str(f.get("path"))).name for f in checkpoint.load(base).corpus.get("files", [])}
+from bench.versus_nanogpt import SHARED, nanogpt, nanogpt_timing, textweaver, trained_on
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from bench.common import add_results_option, evaluations, run_command, write
 from textweaver import checkpoint
 from textweaver.config import TrainConfig
+from textweaver.corpus import CorpusOptions
 from textweaver.finetune import DEFAULT_BASES, default_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,17 +67,21 @@ def nanogpt(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[
     return result["wall_s"], result["val"]
 
 
+def trained_on(base: str) -> set[str]:
+    """File names of a base model's training corpus."""
+    return {Path(str(f.get("path"))).name for f in checkpoint.load(base).corpus.get("files", [])}
+
+
 def default_start(corpus: Path, bases: dict[str, str]) -> tuple[list[str], str]:
     """The options that make the default path start where a user's ``textweaver train CORPUS`` would (a
     leave-one-out base in place of the shipped one where ``bases`` names one), and what it starts from.
     Refuses a base trained on the corpus."""
-    chosen, _ = default_source([corpus], TrainConfig(), set())
+    chosen, _ = default_source([corpus], TrainConfig(), set(), CorpusOptions())
     if chosen is None:
         return [], "random weights (no base applies)"
     language = next(lang for lang, builtin in DEFAULT_BASES.items() if builtin == chosen)
     base = bases.get(language, chosen)
-    seen = {Path(str(f.get("path"))).name for f in checkpoint.load(base).corpus.get("files", [])}
-    if corpus.name in seen:
+    if corpus.name in trained_on(base):
         raise SystemExit(
             f"{base} was trained on {corpus.name}: the default path would be flattered; give a base that left it "
             f"out with --base {language}=RUN"

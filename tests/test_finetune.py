@@ -227,19 +227,23 @@ def test_a_plain_run_on_english_prose_starts_from_the_english_base_and_none_opts
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from textweaver.config import TrainConfig
+    from textweaver.corpus import CorpusOptions
     from textweaver.finetune import default_source
 
-    assert default_source([SHAKESPEARE], TrainConfig(), set()) == (
+    def source_of(paths: list[Path], config: TrainConfig, given: set[str]) -> tuple[str | None, str]:
+        return default_source(paths, config, given, CorpusOptions())
+
+    assert source_of([SHAKESPEARE], TrainConfig(), set()) == (
         "builtin:english",
         "the corpus is mostly english prose",
     )
-    assert default_source([XIYOUJI], TrainConfig(max_time=120), set())[0] == "builtin:chinese"
+    assert source_of([XIYOUJI], TrainConfig(max_time=120), set())[0] == "builtin:chinese"
     # model options, another level, a short budget or code keep random weights
-    assert default_source([XIYOUJI], TrainConfig(model="gru"), {"model"})[0] is None
-    assert default_source([XIYOUJI], TrainConfig(context=32), {"context"})[0] is None
-    assert default_source([SHAKESPEARE], TrainConfig(level="word"), {"level"})[0] is None
-    assert default_source([SHAKESPEARE], TrainConfig(max_time=20), {"max_time"})[0] is None
-    assert default_source([SQLITE], TrainConfig(), set())[0] is None
+    assert source_of([XIYOUJI], TrainConfig(model="gru"), {"model"})[0] is None
+    assert source_of([XIYOUJI], TrainConfig(context=32), {"context"})[0] is None
+    assert source_of([SHAKESPEARE], TrainConfig(level="word"), {"level"})[0] is None
+    assert source_of([SHAKESPEARE], TrainConfig(max_time=20), {"max_time"})[0] is None
+    assert source_of([SQLITE], TrainConfig(), set())[0] is None
     quick = ["--max-steps", "2", "--no-tensorboard", "--sample-length", "5", "--eval-tokens", "4096"]
     code, out, err = run_cli(["train", str(SHAKESPEARE), "--out", str(tmp_path / "ft"), *quick], capsys)
     assert code == 0, err

@@ -187,8 +187,11 @@ def sample_text(paths: Sequence[Path], options: CorpusOptions, size: int = SCRIP
     return "".join(parts)
 
 
-def default_source(paths: Sequence[Path], config: TrainConfig, given: set[str]) -> tuple[str | None, str]:
-    """The base a fresh run starts from when the user named none, and why (or why not)."""
+def default_source(
+    paths: Sequence[Path], config: TrainConfig, given: set[str], options: CorpusOptions
+) -> tuple[str | None, str]:
+    """The base a fresh run starts from when the user named none, and why (or why not); ``options`` read the
+    corpus as the run will."""
     if config.init_from is not None:
         return None, "--init-from given"
     if given & {*ARCHITECTURE_OPTIONS, "vocab_size"} or not config.automatic:
@@ -197,7 +200,7 @@ def default_source(paths: Sequence[Path], config: TrainConfig, given: set[str]) 
         return None, "not a plain character-level run"
     if config.max_time is not None and config.max_time < MIN_BASE_BUDGET_S:
         return None, f"--max-time under {MIN_BASE_BUDGET_S:g} s"
-    language = script(sample_text(paths, CorpusOptions(config.encoding, config.errors, config.glob)))
+    language = script(sample_text(paths, options))
     if language is None:
         return None, "not mostly prose in a script a base knows"
     return DEFAULT_BASES[language], f"the corpus is mostly {language} prose"

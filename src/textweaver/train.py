@@ -157,7 +157,7 @@ def _train(
     if config.init_from == NO_SOURCE:
         config = dataclasses.replace(config, init_from=None)
     elif saved is None:
-        default, why = finetune.default_source(paths, config, given)
+        default, why = finetune.default_source(paths, config, given, _data_options(config).corpus)
         if default is not None:  # said once the run starts (a refusal below stays one line)
             chosen = f"starting from {default}: {why} (--init-from none starts from random weights)"
             config = dataclasses.replace(config, init_from=default)
