@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,24 @@ def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 def add_results_option(parser: argparse.ArgumentParser) -> None:
     """``--results DIR``: where ``write`` saves (default bench/results/; the smoke tests write elsewhere)."""
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for NAME.json and NAME.md")
+
+
+def add_keep_option(parser: argparse.ArgumentParser) -> None:
+    """``--keep DIR``: train in DIR and leave the runs there (to sample them: bench.foreign_names), not in a
+    temporary folder."""
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the working folders and runs in this folder (default: a temporary one)")  # fmt: skip
+
+
+@contextlib.contextmanager
+def workdir(keep: Path | None) -> Iterator[Path]:
+    """``keep`` (created), or a temporary folder removed afterwards."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
 
 
 def evaluations(run: Path) -> list[dict[str, Any]]:

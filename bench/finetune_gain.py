@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
-from bench.common import add_results_option, write
+from bench.common import add_keep_option, add_results_option, workdir, write
 from bench.versus_nanogpt import SHARED, nanogpt, nanogpt_timing, textweaver, trained_on
 
 
@@ -39,6 +38,7 @@ def main() -> None:
     parser.add_argument("--scratch-args", default="", help="extra options for the run from scratch (default: none)")
     parser.add_argument("--name", default="finetune_gain", help="results name under --results")
     add_results_option(parser)
+    add_keep_option(parser)
     args = parser.parse_args()
     nanogpt_args = args.nanogpt_args.split()
     runner = Path(args.nanogpt) / "run.sh"
@@ -50,13 +50,13 @@ def main() -> None:
         if corpus_name in trained_on(base):
             raise SystemExit(f"{base} was trained on {corpus_name}: give a base that left it out")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with workdir(args.keep) as tmp:
         for base, corpus_name in pairs:
             corpus = Path(args.corpus_dir) / corpus_name
             if not args.iters:
-                iterations_for = nanogpt_timing(runner, corpus, Path(tmp) / f"probe-{corpus_name}", nanogpt_args)
+                iterations_for = nanogpt_timing(runner, corpus, tmp / f"probe-{corpus_name}", nanogpt_args)
             for minutes in (float(m) for m in args.minutes.split(",")):
-                work = Path(tmp) / f"{corpus_name}-{minutes:g}m"
+                work = tmp / f"{Path(corpus_name).stem}-{minutes:g}m"
                 # nanoGPT scores its checkpoint from iteration 250
                 iters = max(260, args.iters or iterations_for(minutes * 60))
                 wall, nano_val = nanogpt(runner, corpus, work, iters, nanogpt_args)

@@ -26,13 +26,12 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_results_option, evaluations, run_command, write
+from bench.common import add_keep_option, add_results_option, evaluations, run_command, workdir, write
 from textweaver import checkpoint
 from textweaver.config import TrainConfig
 from textweaver.corpus import CorpusOptions
@@ -46,6 +45,7 @@ NANOGPT_ITERS = 2000  # the recipe's own
 # checkpoint) separate its fixed start-up cost from its time per iteration; one probe folded start-up
 # into the rate and left the "10-minute" runs at 7-8 minutes
 PROBE_ITERS = (260, 520)
+NO_BASE = "random weights (no base applies)"
 
 
 def nanogpt_run(runner: Path, corpus: Path, work: Path, iters: int, extra: Sequence[str] = ()) -> dict[str, float]:
@@ -78,7 +78,7 @@ def default_start(corpus: Path, bases: dict[str, str]) -> tuple[list[str], str]:
     Refuses a base trained on the corpus."""
     chosen, _ = default_source([corpus], TrainConfig(), set(), CorpusOptions())
     if chosen is None:
-        return [], "random weights (no base applies)"
+        return [], NO_BASE
     language = next(lang for lang, builtin in DEFAULT_BASES.items() if builtin == chosen)
     base = bases.get(language, chosen)
     if corpus.name in trained_on(base):
@@ -139,6 +139,7 @@ def main() -> None:
                         "(chinese=RUN, english=RUN); repeatable")  # fmt: skip
     parser.add_argument("--name", default=None, help="results name under --results")
     add_results_option(parser)
+    add_keep_option(parser)
     args = parser.parse_args()
     runner = Path(args.nanogpt) / "run.sh"
     if not runner.is_file():
@@ -147,19 +148,22 @@ def main() -> None:
     bases = dict(b.split("=", 1) for b in args.base)
     name = args.name or ("versus_nanogpt" if args.minutes is None else f"versus_nanogpt_{args.minutes:g}m")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with workdir(args.keep) as tmp:
         for corpus_name in args.corpora.split(","):
             corpus = Path(args.corpus_dir) / corpus_name
-            work = Path(tmp) / corpus_name
+            work = tmp / corpus_name
             iters = args.iters
             if args.minutes is not None:  # measure nanoGPT's speed on this corpus with two short runs first
-                iters_for = nanogpt_timing(runner, corpus, Path(tmp), args.nanogpt_args.split())
+                iters_for = nanogpt_timing(runner, corpus, tmp, args.nanogpt_args.split())
                 iters = max(NANOGPT_ITERS, iters_for(args.minutes * 60))
             train_args = args.train_args.split()
             start, started = default_start(corpus, bases) if not train_args else ([], "--train-args")
             nano = nanogpt_run(runner, corpus, work, iters, args.nanogpt_args.split())
-            ours = textweaver(work, nano["wall_s"], [*start, *train_args])
-            scratch = textweaver(work, nano["wall_s"], ["--init-from", "none", *train_args], "scratch")
+            wall = nano["wall_s"]
+            ours = textweaver(work, wall, [*start, *train_args])
+            # where no base applies the default path is the run from random weights already
+            random = not start and started == NO_BASE
+            scratch = ours if random else textweaver(work, wall, ["--init-from", "none", *train_args], "scratch")
             rows.append({
                 "corpus": corpus_name, "wall_s": nano["wall_s"], "nanogpt_iters": iters, "nanogpt_val": nano["val"],
                 "nanogpt_cold_blocks": nano["cold_blocks"], "started_from": started, "textweaver_val": ours["val"],
