@@ -98,7 +98,7 @@ def main() -> None:
     add_results_option(parser)
     args = parser.parse_args()
     corpus = Path(args.corpus_dir) / args.corpus
-    if args.corpus in trained_on(args.base):
+    if Path(args.corpus).name in trained_on(args.base):
         raise SystemExit(f"{args.base} was trained on {args.corpus}: give a base that left it out")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

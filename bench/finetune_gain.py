@@ -47,7 +47,7 @@ def main() -> None:
         return
     pairs = [(base, corpus) for base, corpus in ((args.base_en, args.english), (args.base_zh, args.chinese)) if base]
     for base, corpus_name in pairs:
-        if corpus_name in trained_on(base):
+        if Path(corpus_name).name in trained_on(base):
             raise SystemExit(f"{base} was trained on {corpus_name}: give a base that left it out")
     rows = []
     with workdir(args.keep) as tmp:
