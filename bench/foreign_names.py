@@ -49,8 +49,9 @@ def main() -> None:
     add_results_option(parser)
     args = parser.parse_args()
     names = NAMES[args.language]
-    corpus_rate, corpus_counts = rate(args.corpus.read_text(encoding="utf-8"), names)
-    rows = [{"text": f"{args.corpus.name} itself", "chars": args.corpus.stat().st_size, "per_10k": corpus_rate,
+    corpus_text = args.corpus.read_text(encoding="utf-8")
+    corpus_rate, corpus_counts = rate(corpus_text, names)
+    rows = [{"text": f"{args.corpus.name} itself", "chars": len(corpus_text), "per_10k": corpus_rate,
              "names": corpus_counts}]  # fmt: skip
     for run in args.runs:
         model = load(run)
