@@ -19,7 +19,7 @@ HELD_OUT_MEASURED = 1.4517  # (its own training excerpt scores 1.225: the reason
 HELD_OUT_BAR = HELD_OUT_MEASURED + 0.02
 DATA = Path(__file__).parent / "data"
 ENGLISH_MEASURED = 1.1330  # builtin:english on tests/data/pride_heldback.txt, nats/char, measured 2026-11-22
-CHINESE_MEASURED = 4.3229  # builtin:chinese on tests/data/xiyouji_heldback.txt, nats/char, measured 2026-11-22
+CHINESE_MEASURED = 4.5116  # builtin:chinese on tests/data/xiyouji_heldback.txt, nats/char, measured 2026-12-07
 COMMON_ENGLISH = set(
     [
         "the",
@@ -117,7 +117,7 @@ BASE_MARGIN = 0.02
 @pytest.mark.parametrize("name", sorted(BASES))
 def test_a_base_model_fits_the_wheel_budget_and_loads_everywhere_a_run_does(name: str) -> None:
     directory = builtin_model_dir(name)
-    assert sum(p.stat().st_size for p in directory.iterdir()) <= 25 * 1024 * 1024
+    assert sum(p.stat().st_size for p in directory.iterdir()) <= 40 * 1024 * 1024  # the budget per model
     info = load(f"builtin:{name}").info()
     assert info["model"] == "lstm" and info["level"] == "char"
 
@@ -156,9 +156,9 @@ def test_a_base_model_is_a_fine_tuning_source(tmp_path: Path, capsys: pytest.Cap
                             "builtin:chinese", "--max-steps", "3", "--batch-size", "4", "--no-tensorboard",
                             "--no-progress", "--eval-every", "3", "--sample-length", "10"], capsys)  # fmt: skip
     assert code == 0, err
-    assert "fine-tuning builtin:chinese (lstm 2x448" in err
+    assert "fine-tuning builtin:chinese (lstm 2x512" in err
     info = load(run).info()
-    assert info["init_from"].startswith("builtin:chinese (lstm 2x448") and info["vocab_size"] >= 5_000
+    assert info["init_from"].startswith("builtin:chinese (lstm 2x512") and info["vocab_size"] >= 13_000
 
 
 def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path: Path) -> None:
