@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--base", action="append", default=[], metavar="LANGUAGE=RUN",
                         help="a leave-one-out base the default path starts from instead of the shipped one "
                         "(chinese=RUN, english=RUN); repeatable")  # fmt: skip
+    parser.add_argument("--no-scratch", action="store_true",
+                        help="skip the run from random weights (--init-from none)")  # fmt: skip
     parser.add_argument("--name", default=None, help="results name under --results")
     add_results_option(parser)
     add_keep_option(parser)
@@ -163,7 +165,10 @@ def main() -> None:
             ours = textweaver(work, wall, [*start, *train_args])
             # where no base applies the default path is the run from random weights already
             random = not start and started == NO_BASE
-            scratch = ours if random else textweaver(work, wall, ["--init-from", "none", *train_args], "scratch")
+            if random or args.no_scratch:
+                scratch = ours if random else {"val": float("nan"), "model": "(not run: --no-scratch)"}
+            else:
+                scratch = textweaver(work, wall, ["--init-from", "none", *train_args], "scratch")
             rows.append({
                 "corpus": corpus_name, "wall_s": nano["wall_s"], "nanogpt_iters": iters, "nanogpt_val": nano["val"],
                 "nanogpt_cold_blocks": nano["cold_blocks"], "started_from": started, "textweaver_val": ours["val"],
