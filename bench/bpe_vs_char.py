@@ -29,7 +29,8 @@ def train_and_score(work: Path, level: str, budget: str, extra: list[str]) -> di
     """Train on ``work/input.txt`` at ``level`` for ``budget``; score ``work/val.txt``."""
     run = work / level
     cmd = [sys.executable, "-m", "textweaver", "train", str(work / "input.txt"), "--out", str(run),
-           "--max-time", budget, "--level", level, "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
+           "--max-time", budget, "--level", level, "--init-from", "none", "--no-progress", "--no-tensorboard",
+           *extra]  # fmt: skip
     done = run_command(cmd)
     scored = run_command([sys.executable, "-m", "textweaver", "eval", str(run), str(work / "val.txt"), "--json"]).stdout
     result = json.loads(scored)

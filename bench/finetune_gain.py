@@ -6,8 +6,8 @@
 RUN folders are leave-one-out bases: trained like builtin:english / builtin:chinese but without the
 left-out corpus (the benchmark refuses a base whose training files include it). For each left-out
 corpus and each budget: nanoGPT's CPU recipe with its iterations scaled to the budget (two speed
-probes per corpus, as in bench.versus_nanogpt), then ``textweaver train`` from scratch (the
-automatic recipe) and ``textweaver train --init-from BASE`` for nanoGPT's wall time, all on the
+probes per corpus, as in bench.versus_nanogpt), then ``textweaver train --init-from none`` from
+scratch (the automatic recipe) and ``textweaver train --init-from BASE`` for nanoGPT's wall time, all on the
 runner's ``WORKDIR/input.txt`` and scored on the same last 10% (``WORKDIR/val.txt``), nats/char.
 One training at a time: run it alone. Skips (exit 0) when ../shared is absent.
 """
@@ -60,7 +60,7 @@ def main() -> None:
                 # nanoGPT scores its checkpoint from iteration 250
                 iters = max(260, args.iters or iterations_for(minutes * 60))
                 wall, nano_val = nanogpt(runner, corpus, work, iters, nanogpt_args)
-                scratch = textweaver(work, wall, args.scratch_args.split(), "scratch")
+                scratch = textweaver(work, wall, ["--init-from", "none", *args.scratch_args.split()], "scratch")
                 tuned = textweaver(work, wall, ["--init-from", base], "tuned")
                 rows.append({
                     "corpus": corpus_name, "minutes": minutes, "wall_s": wall, "base": base, "nanogpt_iters": iters,

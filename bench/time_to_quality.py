@@ -1,5 +1,6 @@
-"""Time to quality: `textweaver train FILE --max-time T` with default settings, for several
-budgets and corpora; reports the final validation loss and the loss-over-time curve.
+"""Time to quality: `textweaver train FILE --max-time T --init-from none` (the automatic recipe from random
+weights: a base model would have seen these corpora) for several budgets and corpora; reports the final
+validation loss and the loss-over-time curve.
 
     python -m bench.time_to_quality [--budgets 3m,5m,10m] [--corpora tinyshakespeare.txt,xiyouji.txt]
 
@@ -25,7 +26,8 @@ NANOGPT_CPU_LOSS = 1.886  # nanoGPT's CPU recipe on Tiny Shakespeare (val loss, 
 
 def run(corpus: Path, budget: str, out: Path, eval_every: int, extra: list[str]) -> list[dict[str, float]]:
     cmd = [sys.executable, "-m", "textweaver", "train", str(corpus), "--out", str(out), "--max-time", budget,
-           "--eval-every", str(eval_every), "--no-progress", "--no-tensorboard", *extra]  # fmt: skip
+           "--eval-every", str(eval_every), "--init-from", "none", "--no-progress", "--no-tensorboard",
+           *extra]  # fmt: skip
     run_command(cmd)
     return evaluations(out)
 

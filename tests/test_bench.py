@@ -215,3 +215,44 @@ def test_every_precise_figure_in_the_docs_is_in_a_results_file() -> None:
         if figure not in known and figure not in NOT_MEASURED
     ]
     assert not unbacked, "figures no file under bench/results/ holds:\n" + "\n".join(unbacked)
+
+
+def test_every_from_scratch_arm_opts_out_of_the_default_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """English or Chinese prose starts from a base by default (finetune.default_source): a benchmark arm that
+    measures training from scratch must say --init-from none, or it measures a base that may have seen the
+    corpus. Each module's training commands are recorded instead of run."""
+    import bench.bpe_vs_char
+    import bench.finetune_gain
+    import bench.time_to_quality
+
+    calls: list[list[str]] = []
+
+    def record(cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, '{"bits_per_char": 1.0, "chars": 1, "tokens": 1}', "")
+
+    monkeypatch.setattr(bench.time_to_quality, "run_command", record)
+    monkeypatch.setattr(bench.time_to_quality, "evaluations", lambda run: [{"val_loss": 1.0}])
+    bench.time_to_quality.run(SHAKESPEARE, "1m", tmp_path / "ttq", 100, [])
+    monkeypatch.setattr(bench.bpe_vs_char, "run_command", record)
+    monkeypatch.setattr(bench.bpe_vs_char, "evaluations", lambda run: [{"step": 1}])
+    (tmp_path / "char" / "last").mkdir(parents=True)
+    (tmp_path / "char" / "last" / "config.json").write_text('{"model": {"vocab_size": 1}}')
+    bench.bpe_vs_char.train_and_score(tmp_path, "char", "1m", [])
+    trains = [cmd for cmd in calls if "train" in cmd]
+    assert len(trains) == 2
+    for cmd in trains:
+        assert cmd[cmd.index("--init-from") + 1] == "none", cmd
+
+    arms: dict[str, list[str]] = {}
+    monkeypatch.setattr(bench.finetune_gain, "textweaver", lambda work, wall, extra, name: arms.setdefault(name, extra)
+                        and {"val": 1.0, "model": "m", "chose": ""})  # fmt: skip
+    monkeypatch.setattr(bench.finetune_gain, "nanogpt", lambda *a: (60.0, 2.0))
+    monkeypatch.setattr(bench.finetune_gain, "trained_on", lambda base: set())
+    (tmp_path / "nanogpt").mkdir()
+    (tmp_path / "nanogpt" / "run.sh").write_text("")
+    monkeypatch.setattr(sys, "argv", ["finetune_gain", "--base-en", "BASE", "--english", SHAKESPEARE.name,
+                                      "--corpus-dir", str(DATA), "--nanogpt", str(tmp_path / "nanogpt"), "--iters",
+                                      "260", "--minutes", "1", "--results", str(tmp_path)])  # fmt: skip
+    bench.finetune_gain.main()
+    assert arms["scratch"][:2] == ["--init-from", "none"] and arms["tuned"] == ["--init-from", "BASE"]
