@@ -2,10 +2,11 @@
 type and preset, next to the naive way (re-running the whole window for every character, as the
 Keras recipe does) measured in the same run.
 
-    python -m bench.generation [--presets tiny,small] [--length 2000] [--run RUN_DIR]
+    python -m bench.generation [--presets tiny,small] [--length 2000] [--run RUN_DIR] [--run builtin:chinese]
 
-With --run, the trained model in RUN_DIR is measured as well. Weights do not change the speed,
-so the presets are measured with fresh weights over a 65-character vocabulary.
+With --run (repeatable), the trained model in RUN_DIR (or a built-in one) is measured as well.
+Weights do not change the speed, so the presets are measured with fresh weights over a 65-character
+vocabulary (a large vocabulary's output layer does: measure such a model with --run).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,small,medium")
     parser.add_argument("--length", type=int, default=2000)
-    parser.add_argument("--run", help="also measure this trained run")
+    parser.add_argument("--run", action="append", default=[],
+                        help="also measure this trained run or builtin:NAME (repeatable)")  # fmt: skip
     add_results_option(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -80,9 +82,9 @@ def main() -> None:
             generator = Generator(model, tokenizer, [], torch.device("cpu"))
             rows.append(measure(f"{kind} {preset}", generator, num_parameters(model), args.length))
             print(rows[-1], flush=True)
-    if args.run:
-        trained = load(args.run)
-        rows.append(measure(f"trained: {args.run}", trained.generator, num_parameters(trained.model), args.length))
+    for run in args.run:
+        trained = load(run)
+        rows.append(measure(f"trained: {run}", trained.generator, num_parameters(trained.model), args.length))
     columns = ["model", "params", "chars_per_s_1", "chars_per_s_64", "naive_chars_per_s_1", "speedup_vs_naive"]
     print(
         write(
