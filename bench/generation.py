@@ -66,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,small,medium")
     parser.add_argument("--length", type=int, default=2000)
+    parser.add_argument("--name", default="generation", help="results name under --results")
     parser.add_argument("--run", action="append", default=[],
                         help="also measure this trained run or builtin:NAME (repeatable)")  # fmt: skip
     add_results_option(parser)
@@ -88,7 +89,7 @@ def main() -> None:
     columns = ["model", "params", "chars_per_s_1", "chars_per_s_64", "naive_chars_per_s_1", "speedup_vs_naive"]
     print(
         write(
-            "generation",
+            args.name,
             rows,
             columns,
             "chars/s on the CPU, best of 3 runs; naive = whole window re-run per character (one run).",
