@@ -18,7 +18,7 @@ from conftest import run_cli
 HELD_OUT_MEASURED = 1.4517  # (its own training excerpt scores 1.225: the reason not to test on that)
 HELD_OUT_BAR = HELD_OUT_MEASURED + 0.02
 DATA = Path(__file__).parent / "data"
-ENGLISH_MEASURED = 1.1330  # builtin:english on tests/data/pride_heldback.txt, nats/char, measured 2026-11-22
+ENGLISH_MEASURED = 1.1071  # builtin:english on tests/data/pride_heldback.txt, nats/char, measured 2026-12-07
 CHINESE_MEASURED = 4.5116  # builtin:chinese on tests/data/xiyouji_heldback.txt, nats/char, measured 2026-12-07
 COMMON_ENGLISH = set(
     [
@@ -105,7 +105,7 @@ def test_an_unknown_builtin_model_is_refused() -> None:
 
 
 # The base models for fine-tuning. Each is scored on an excerpt of its run's validation split (text it never
-# trained on; tests/data/README.md says where each comes from), against a figure measured on 2026-11-22
+# trained on; tests/data/README.md says where each comes from), against a figure measured on 2026-12-07
 # with a margin for other CPUs' arithmetic, not against the loss stored in its config.json.
 BASES = {  # name: (held-back excerpt, nats/char measured on it, a prompt)
     "english": ("pride_heldback.txt", ENGLISH_MEASURED, "It is a truth universally acknowledged"),
@@ -138,7 +138,8 @@ def test_the_english_base_writes_english(capsys: pytest.CaptureFixture[str]) -> 
     words = [w.strip(".,:;!?'\"-").lower() for w in out[len(prompt) :].split()]
     assert len(words) >= 50
     assert sum(w in COMMON_ENGLISH for w in words) >= 0.3 * len(words), out
-    assert sum(ch.isascii() for ch in out) >= 0.99 * len(out), out
+    letters = [ch for ch in out if ch.isalpha()]  # typographic quotes (’ “) are English too; letters are Latin
+    assert sum(ch.isascii() for ch in letters) >= 0.99 * len(letters), out
 
 
 def test_the_chinese_base_writes_chinese(capsys: pytest.CaptureFixture[str]) -> None:
@@ -167,9 +168,12 @@ def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path:
 
     from textweaver import checkpoint
 
-    copy = tmp_path / "english"
-    shutil.copytree(builtin_model_dir("english"), copy)
-    before = load(copy).evaluate(DATA / "pride_heldback.txt")["nats_per_token"]
+    copy = tmp_path / "shakespeare"  # stored in float32 (the bases are float16 already)
+    shutil.copytree(builtin_model_dir("shakespeare"), copy)
+    text = builtin_corpus_path("shakespeare").read_text(encoding="utf-8")
+    held_back = tmp_path / "held_back.txt"
+    held_back.write_text(text[-20_000:], encoding="utf-8")
+    before = load(copy).evaluate(held_back)["nats_per_token"]
     size = (copy / checkpoint.WEIGHTS).stat().st_size
     checkpoint.half_weights(copy)
     assert (copy / checkpoint.WEIGHTS).stat().st_size < 0.55 * size
@@ -177,4 +181,15 @@ def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path:
     assert all(p.dtype == torch.float32 for p in model.model.parameters())
     # what fine-tuning and export read: float32 too (mixing float16 rows into new ones would round them)
     assert {t.dtype for t in checkpoint.load_state(checkpoint.load(copy)).values()} == {torch.float32}
-    assert load(copy).evaluate(DATA / "pride_heldback.txt")["nats_per_token"] == pytest.approx(before, abs=1e-3)
+    assert load(copy).evaluate(held_back)["nats_per_token"] == pytest.approx(before, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(BASES))
+def test_the_shipped_bases_are_stored_in_float16_and_load_as_float32(name: str) -> None:
+    from safetensors import safe_open
+
+    from textweaver import checkpoint
+
+    with safe_open(str(builtin_model_dir(name) / checkpoint.WEIGHTS), framework="pt") as f:
+        assert {f.get_tensor(key).dtype for key in f.keys()} == {torch.float16}  # noqa: SIM118 (not a dict)
+    assert all(p.dtype == torch.float32 for p in load(f"builtin:{name}").model.parameters())
