@@ -92,7 +92,7 @@ def test_the_fine_tuning_rate_falls_once_the_budget_buys_many_passes() -> None:
     assert 3e-4 < five.lr < 6e-4
     lr_reasons = [r for r in five.reasons if r.startswith("lr ")]
     assert len(lr_reasons) == 1 and "fine-tuning with ~25 passes" in lr_reasons[0]
-    assert 1e-3 < tuned(600, vocab=5_000).lr < autoconfig.FINETUNE_LR_LARGE_VOCAB  # the large-vocabulary rate too
+    assert 1e-3 < tuned(300, vocab=5_000).lr < autoconfig.FINETUNE_LR_LARGE_VOCAB  # the large-vocabulary rate too
 
 
 def test_a_step_budget_gets_the_largest_batch_and_full_warmup() -> None:
