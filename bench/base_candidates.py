@@ -72,7 +72,8 @@ def main() -> None:
                                                                r["val_loss"]) for r in points]})  # fmt: skip
     write(args.name, rows, ["candidate", "params", "steps", "tokens", "cpu_s", "tokens_per_cpu_s", "best_val"],
           notes=f"Corpus: {len(files)} files under {args.corpus.name}; threads: {args.threads or 'default'}. "
-          "best_val: nats per character on the first 131,072 tokens of the validation split (the files' last 10%, in order).", results=args.results)  # fmt: skip
+          "best_val: nats per character on the first 131,072 tokens of the validation split (the files' last 10%, "
+          "in order).", results=args.results)  # fmt: skip
 
 
 def _children_cpu() -> float:
