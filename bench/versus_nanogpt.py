@@ -170,7 +170,7 @@ def main() -> None:
             else:
                 scratch = textweaver(work, wall, ["--init-from", "none", *train_args], "scratch")
             rows.append({
-                "corpus": corpus_name, "wall_s": nano["wall_s"], "nanogpt_iters": iters, "nanogpt_val": nano["val"],
+                "corpus": corpus_name, "wall_s": wall, "nanogpt_iters": iters, "nanogpt_val": nano["val"],
                 "nanogpt_cold_blocks": nano["cold_blocks"], "started_from": started, "textweaver_val": ours["val"],
                 "ratio": ours["val"] / nano["val"], "scratch_val": scratch["val"],
                 "scratch_ratio": scratch["val"] / nano["val"], "default_over_scratch": ours["val"] / scratch["val"],

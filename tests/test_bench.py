@@ -245,8 +245,12 @@ def test_every_from_scratch_arm_opts_out_of_the_default_base(tmp_path: Path, mon
         assert cmd[cmd.index("--init-from") + 1] == "none", cmd
 
     arms: dict[str, list[str]] = {}
-    monkeypatch.setattr(bench.finetune_gain, "textweaver", lambda work, wall, extra, name: arms.setdefault(name, extra)
-                        and {"val": 1.0, "model": "m", "chose": ""})  # fmt: skip
+
+    def train_arm(work: Path, wall: float, extra: list[str], name: str) -> dict[str, Any]:
+        arms[name] = extra
+        return {"val": 1.0, "model": "m", "chose": ""}
+
+    monkeypatch.setattr(bench.finetune_gain, "textweaver", train_arm)
     monkeypatch.setattr(bench.finetune_gain, "nanogpt", lambda *a: (60.0, 2.0))
     monkeypatch.setattr(bench.finetune_gain, "trained_on", lambda base: set())
     (tmp_path / "nanogpt").mkdir()
