@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import subprocess
 import tempfile
 import time
@@ -40,8 +39,13 @@ def machine() -> dict[str, Any]:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process: VmHWM, which (unlike ru_maxrss) a process started by fork + exec
+    does not inherit from its parent."""
+    return own_peak_kib() / 1024
+
+
+def own_peak_kib() -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 
 
 def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,8 @@ from bench.common import add_results_option, run_command, write
 ROOT = Path(__file__).resolve().parent.parent
 
 STEP_PROBE = textwrap.dedent("""
-    import json, resource, sys, time, torch, torch.nn.functional as F
+    import json, sys, time, torch, torch.nn.functional as F
+    PEAK_KIB = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     from textweaver.config import PRESETS, ModelConfig
     from textweaver.models import build_model
     kind, preset, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -37,11 +38,12 @@ STEP_PROBE = textwrap.dedent("""
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     dt = (time.perf_counter() - start) / steps
     print(json.dumps({"tokens_per_s": p.batch_size * p.context / dt, "ms_per_step": dt * 1000,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": PEAK_KIB() / 1024}))
 """)
 
 ENCODE_PROBE = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
+    PEAK_KIB = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     from pathlib import Path
     from textweaver.corpus import resolve_paths
     from textweaver.dataset import DataOptions, prepare
@@ -50,7 +52,7 @@ ENCODE_PROBE = textwrap.dedent("""
     dt = time.perf_counter() - start
     size = Path(sys.argv[1]).stat().st_size
     print(json.dumps({"mb_per_s": size / 1e6 / dt, "seconds": dt, "tokens": len(data.train) + len(data.val),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mib": PEAK_KIB() / 1024}))
 """)
 
 

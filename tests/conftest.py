@@ -22,6 +22,19 @@ SQLITE = DATA / "sqlite_excerpt.c"
 TINY = {"preset": "tiny", "precision": "fp32", "tensorboard": False, "eval_every": 1000, "sample_length": 20}
 
 
+# The last line a child process prints: the peak of its own memory in KiB. VmHWM, not ru_maxrss: Linux
+# hands a process started by fork/vfork + exec the parent's high-water mark as its ru_maxrss, so a child of
+# a pytest process that has grown to 1 GB would report 1 GB whatever it did itself.
+PRINT_OWN_PEAK_KIB = (
+    "print([int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')][0])"
+)
+
+
+def own_peak_kib(stdout: str) -> int:
+    """The KiB a child printed with PRINT_OWN_PEAK_KIB as its last line."""
+    return int(stdout.split()[-1])
+
+
 NO_SKIP = "TEXTWEAVER_NO_SKIP"  # set to 1 by .ci/run: every test must run there
 
 

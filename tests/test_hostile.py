@@ -25,7 +25,7 @@ from textweaver.models import build_model
 from textweaver.sampling import SamplingOptions
 from textweaver.tokenizer import CharTokenizer
 
-from conftest import SHAKESPEARE, TINY, one_line_error, run_cli
+from conftest import PRINT_OWN_PEAK_KIB, SHAKESPEARE, TINY, one_line_error, own_peak_kib, run_cli
 
 MIXED = (
     "孙悟空道：“师父，前面有山。”👩‍👩‍👧 🇯🇵 👍🏽\n"  # CJK, ZWJ family, flag, skin tone
@@ -119,14 +119,14 @@ def test_a_prompt_of_only_unknown_characters_still_generates(
     assert capsys.readouterr().err.count("warning") == 1
 
 
-PEAK_RSS_SCRIPT = """
-import resource, sys
+PEAK_RSS_SCRIPT = f"""
+import sys
 from textweaver import load
 model = load(sys.argv[1])
 prompt = open(sys.argv[2], encoding="utf-8").read()[:5000] * int(sys.argv[3])
 texts = model.generate_many(prompt, 20, num_samples=8, seed=2)
 assert len(texts) == 8 and all(t.startswith(prompt) and len(t) == len(prompt) + 20 for t in texts)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
+{PRINT_OWN_PEAK_KIB}
 """
 
 
@@ -142,7 +142,7 @@ def test_a_prompt_far_longer_than_the_context_is_read_in_bounded_memory(
         done = subprocess.run([sys.executable, "-c", PEAK_RSS_SCRIPT, str(run), str(SHAKESPEARE), str(repeats)],
                               capture_output=True, text=True, timeout=300)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        return int(done.stdout.split()[-1])
+        return own_peak_kib(done.stdout)
 
     short, long = peak_kib(1), peak_kib(200)
     assert long - short < 120 * 1024, f"peak memory grew by {(long - short) // 1024} MiB with the prompt"
@@ -283,6 +283,17 @@ def test_generate_either_returns_well_formed_text_or_refuses_with_one_line(
 # ---- a 500 MB file on one line
 
 
+TRAIN_PEAK_SCRIPT = f"""
+import sys
+from textweaver.cli import main
+try:
+    main(["train", *sys.argv[1:]])
+except SystemExit as e:
+    assert not e.code, e.code
+{PRINT_OWN_PEAK_KIB}
+"""
+
+
 def _train_peak_rss_mib(tmp_path: Path, megabytes: int) -> float:
     """Peak RSS of `textweaver train` (encoding included) on a file of one line of ``megabytes`` MiB."""
     block = SHAKESPEARE.read_text().replace("\n", " ").encode() * 64
@@ -291,15 +302,13 @@ def _train_peak_rss_mib(tmp_path: Path, megabytes: int) -> float:
         for _ in range(megabytes * 2**20 // len(block) + 1):
             f.write(block)
     out = tmp_path / f"run{megabytes}"
-    cmd = [sys.executable, "-m", "textweaver", "train", str(corpus), "--out", str(out), "--preset", "tiny",
-           "--max-steps", "2", "--no-tensorboard", "--no-progress", "--eval-tokens", "20000"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read() if proc.stderr else ""
-    assert os.waitstatus_to_exitcode(status) == 0, err
+    args = [str(corpus), "--out", str(out), "--preset", "tiny", "--max-steps", "2", "--no-tensorboard",
+            "--no-progress", "--eval-tokens", "20000"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", TRAIN_PEAK_SCRIPT, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert load(out).info()["train_tokens"] > 0.85 * megabytes * 2**20
     corpus.unlink()
-    return float(usage.ru_maxrss / 1024)
+    return own_peak_kib(done.stdout) / 1024
 
 
 @pytest.mark.slow
