@@ -4,7 +4,8 @@ Keras recipe does) measured in the same run.
 
     python -m bench.generation [--presets tiny,small] [--length 2000] [--run RUN_DIR] [--run builtin:chinese]
 
-With --run (repeatable), the trained model in RUN_DIR (or a built-in one) is measured as well.
+With --run (repeatable), the trained model in RUN_DIR (or a built-in one) is measured as well; one
+wide enough for int8 steps (models/rnn.py) is measured again with exact float32 steps.
 Weights do not change the speed, so the presets are measured with fresh weights over a 65-character
 vocabulary (a large vocabulary's output layer does: measure such a model with --run).
 """
@@ -85,7 +86,13 @@ def main() -> None:
             print(rows[-1], flush=True)
     for run in args.run:
         trained = load(run)
-        rows.append(measure(f"trained: {run}", trained.generator, num_parameters(trained.model), args.length))
+        generator, params = trained.generator, num_parameters(trained.model)
+        rows.append(measure(f"trained: {run}", generator, params, args.length))
+        print(rows[-1], flush=True)
+        if generator.int8:  # the same model with exact float32 steps, side by side
+            generator.int8 = False
+            rows.append(measure(f"trained: {run}, float32 steps", generator, params, args.length))
+            print(rows[-1], flush=True)
     columns = ["model", "params", "chars_per_s_1", "chars_per_s_64", "naive_chars_per_s_1", "speedup_vs_naive"]
     print(
         write(

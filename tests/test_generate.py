@@ -9,6 +9,7 @@ from textweaver.config import ModelConfig
 from textweaver.errors import TextweaverError
 from textweaver.generate import GenerationRequest, Generator
 from textweaver.models import build_model
+from textweaver.models.rnn import INT8_MIN_WIDTH
 from textweaver.sampling import SamplingOptions, next_tokens
 from textweaver.tokenizer import CharTokenizer
 
@@ -142,3 +143,33 @@ def test_prompt_longer_than_the_context_is_cut_to_its_end() -> None:
 def test_bad_requests_are_refused(kw: dict[str, object], message: str) -> None:
     with pytest.raises(TextweaverError, match=message):
         generator().generate(request(prompt="a", **kw))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_an_rnn_prepares_its_step_weights_once_and_again_after_they_change(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Samples during training must use the weights as they are now; a loaded model must not re-pack
+    (int8 packing of a base costs tens of milliseconds per call)."""
+    g = generator(kind)
+    net = g.model
+    prepared = []
+    original = type(net).cell_weights
+    monkeypatch.setattr(type(net), "cell_weights", lambda self, **kw: prepared.append(1) or original(self, **kw))
+    greedy = request(prompt="abc", length=20, seed=0, sampling=SamplingOptions(temperature=0.0))
+    first = g.generate(greedy)
+    assert g.generate(greedy) == first and len(prepared) == 1
+    with torch.no_grad():
+        net.head.bias[VOCAB.index("j")] += 100.0  # in place, as an optimizer step changes weights
+    assert g.generate(greedy) == ["abc" + "j" * 20] and len(prepared) == 2
+
+
+def test_a_wide_rnn_generates_with_int8_steps_and_a_narrow_one_exactly() -> None:
+    torch.manual_seed(0)
+    wide = Generator(build_model(ModelConfig(kind="lstm", vocab_size=len(VOCAB), n_layer=1, n_embd=INT8_MIN_WIDTH)),
+                     CharTokenizer(VOCAB), [], torch.device("cpu"))  # fmt: skip
+    assert wide.int8 and not generator("lstm").int8 and not generator("transformer").int8
+    greedy = request(prompt="abc", length=30, seed=0, sampling=SamplingOptions(temperature=0.0))
+    text = wide.generate(greedy)
+    wide.int8 = False
+    assert wide.generate(greedy) == text  # random weights: the same greedy choices either way

@@ -22,6 +22,7 @@ import torch
 from textweaver.corpus import detect_encoding
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, RNNLanguageModel
+from textweaver.models.rnn import INT8_MIN_WIDTH, CellWeights
 from textweaver.runlog import write_atomically
 from textweaver.sampling import SamplingOptions, next_tokens
 from textweaver.tokenizer import Tokenizer
@@ -68,6 +69,9 @@ class Generator:
     def __init__(self, model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], device: torch.device) -> None:
         self.model, self.tokenizer, self.prompts, self.device = model, tokenizer, prompts, device
         self.is_transformer = model.config.kind == "transformer"
+        # a wide RNN on the CPU steps with int8 cell weights (models/rnn.py); set False for exact float32
+        self.int8 = not self.is_transformer and device.type == "cpu" and model.config.n_embd >= INT8_MIN_WIDTH
+        self._weights: tuple[tuple[Any, ...], CellWeights] | None = None
 
     def random_prompt(self, seed: int | None = None) -> str:
         if not self.prompts:
@@ -123,12 +127,14 @@ class Generator:
         keep = max(1, int(context * SLIDE_KEEP))
         window = request.sampling.repetition_window if request.sampling.repetition_penalty != 1.0 else 0
         logits, state, cached = self._read_prompt(prompt_ids.to(self.device), B)
-        if isinstance(model, RNNLanguageModel) and not window:  # the common case, in the fewest operations per token
-            cells, weights = [list(t.unbind(0)) for t in state], model.cell_weights(fold=True)
+        rnn = model if isinstance(model, RNNLanguageModel) else None
+        if rnn is not None:  # cells updated in place, weights taken once
+            cells, weights = [list(t.unbind(0)) for t in state], self._cell_weights(rnn)
+        if rnn is not None and not window:  # the common case, in the fewest operations per token
             for _ in range(n):
                 token = next_tokens(logits, request.sampling, gen)
                 yield token.tolist()
-                logits = model.step_cells(token, cells, weights)
+                logits = rnn.step_cells(token, cells, weights)
             return
         # only the last `span` tokens can matter from here on (the transformer's window, the repetition
         # window), so the history is a buffer of span + HISTORY_SLACK that moves its tail to the front when full
@@ -146,12 +152,22 @@ class Generator:
             history[:, filled] = token
             filled += 1
             yield token.tolist()
-            if self.is_transformer and cached + 1 > context:
+            if rnn is not None:
+                logits = rnn.step_cells(token, cells, weights)
+            elif cached + 1 > context:
                 logits, state = model(history[:, filled - keep : filled])
                 logits, cached = logits[:, -1], keep
             else:
                 logits, state = model.step(token, state)
                 cached += 1
+
+    def _cell_weights(self, rnn: RNNLanguageModel) -> CellWeights:
+        """The step weights, prepared once and reused until a parameter changes (training samples between
+        optimizer steps; a loaded model never changes, and int8 packing costs ~10-40 ms)."""
+        key = (self.int8, *((id(p), p._version) for p in rnn.parameters()))
+        if self._weights is None or self._weights[0] != key:
+            self._weights = (key, rnn.cell_weights(int8=self.int8))
+        return self._weights[1]
 
     def _read_prompt(self, ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, Any, int]:
         """Logits ``(batch, V)`` after the prompt, the model state, and how many positions it caches.

@@ -6,6 +6,9 @@ Memory: parameters ~ 4 (LSTM) or 3 (GRU) x layers x 2 x width^2, plus 2 x vocab 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,8 +17,49 @@ from textweaver.config import ModelConfig
 from textweaver.models.heads import AdaptiveHead
 
 RNNState = tuple[torch.Tensor, ...]
-# the input table (embedding (V, C), or one-hot rows (V, V) when folded) and per layer w_ih, w_hh, b_ih, b_hh
-CellWeights = tuple[torch.Tensor, list[list[torch.Tensor]]]
+
+# Generation stores the cell matrices of an RNN this wide or wider in int8 (weight-only, one scale per
+# row; the input vector in bfloat16): a step reads 4x fewer bytes, and one stream of a 2x512 LSTM is
+# memory-bound (bench/results/generation_bases.md). Narrower models keep exact float32 steps.
+INT8_MIN_WIDTH = 384
+# the first layer's input gates are precomputed per token (V x gates) when that table stays this small
+GATE_TABLE_MAX_BYTES = 16 * 2**20
+
+
+class Int8Matrix(NamedTuple):
+    """A (N, K) matrix as int8 rows and one bfloat16 scale per row: W ~ weight * scales[:, None]."""
+
+    weight: torch.Tensor  # (N, K) int8
+    scales: torch.Tensor  # (N,) bfloat16
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> Int8Matrix:
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # (N,)
+        return cls(torch.round(w / scales[:, None]).to(torch.int8), scales.to(torch.bfloat16))
+
+
+Matrix = torch.Tensor | Int8Matrix
+
+
+class CellWeights(NamedTuple):
+    """What :meth:`RNNLanguageModel.step_cells` runs with, taken once per generation.
+
+    LSTM layers are ``(w, b)``: ``w = [w_ih | w_hh]`` (G, C_in + C) read with ``[x, h]`` in one product,
+    ``b = b_ih + b_hh`` (the first layer with a gate table: ``w_hh`` read with ``h`` alone, no bias).
+    GRU layers keep ``(w_ih, w_hh, b_ih, b_hh)``: the reset gate scales the hidden part alone.
+    """
+
+    table: torch.Tensor  # the embedding (V, C), or with gate_table the first layer's input gates (V, G), biases in
+    gate_table: bool
+    layers: list[tuple[Matrix, ...]]
+
+
+def _times(x: torch.Tensor, w: Matrix, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w.T + b`` in float32 (B, N); an int8 matrix reads ``x`` in bfloat16."""
+    if isinstance(w, Int8Matrix):
+        out = torch._weight_int8pack_mm(x.to(torch.bfloat16), w.weight, w.scales)  # (B, N) bfloat16
+        return out.float() if b is None else b + out  # the sum promotes to float32
+    return F.linear(x, w, b)
 
 
 class RNNLanguageModel(nn.Module):
@@ -70,7 +114,7 @@ class RNNLanguageModel(nn.Module):
             zeros = self.embed.weight.new_zeros(layers, batch, self.config.n_embd)
             state = (zeros, zeros) if self.config.kind == "lstm" else (zeros,)
         cells = [list(t.unbind(0)) for t in state]
-        logits = self.step_cells(token, cells, self.cell_weights())
+        logits = self.step_cells(token, cells, self.cell_weights(gate_table=False))
         return logits, tuple(torch.stack(c) for c in cells)
 
     def step_cells(self, token: torch.Tensor, cells: list[list[torch.Tensor]], weights: CellWeights) -> torch.Tensor:
@@ -82,33 +126,49 @@ class RNNLanguageModel(nn.Module):
         Runs the layers as single cells: for one time step this is ~15x faster on the CPU than
         ``nn.LSTM``, whose oneDNN kernel has a large fixed cost per call (it wins for training).
         """
-        table, layers = weights
-        x = F.embedding(token, table)  # (B, C), or one-hot rows (B, V) when folded
-        hs = cells[0]
+        hs, table = cells[0], weights.gate_table
+        x = weights.table.index_select(0, token)  # (B, C), or the first layer's input gates (B, G)
         if self.config.kind == "lstm":
-            cs = cells[1]
-            for layer, w in enumerate(layers):
-                x, cs[layer] = torch.lstm_cell(x, (hs[layer], cs[layer]), *w)
-                hs[layer] = x
+            cs, width = cells[1], self.config.n_embd
+            for layer, (w, *b) in enumerate(weights.layers):
+                if layer == 0 and table:
+                    gates = x + _times(hs[0], w)  # (B, 4C)
+                else:
+                    gates = _times(torch.cat([x, hs[layer]], dim=1), w, b[0])  # type: ignore[arg-type]
+                i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
+                c = cs[layer] = torch.addcmul(f * cs[layer], i, gates[:, 2 * width : 3 * width].tanh())
+                x = hs[layer] = o * c.tanh()
         else:
-            for layer, w in enumerate(layers):
-                x = hs[layer] = torch.gru_cell(x, hs[layer], *w)
+            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights.layers):
+                gi = x if layer == 0 and table else _times(x, w_ih, b_ih)  # type: ignore[arg-type]  # (B, 3C)
+                i_r, i_z, i_n = gi.chunk(3, dim=1)
+                h_r, h_z, h_n = _times(hs[layer], w_hh, b_hh).chunk(3, dim=1)  # type: ignore[arg-type]
+                r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+                n = torch.tanh(i_n + r * h_n)
+                x = hs[layer] = n + z * (hs[layer] - n)  # (1 - z) * n + z * h
         return self.output(x)
 
     @torch.no_grad()
-    def cell_weights(self, fold: bool = False) -> CellWeights:
-        """The input table and per-layer cell weights :meth:`step_cells` runs with.
+    def cell_weights(self, int8: bool = False, gate_table: bool = True) -> CellWeights:
+        """The weights :meth:`step_cells` runs with; take them afresh whenever the model may have changed.
 
-        With ``fold``, a small vocabulary's embedding is folded into the first layer's input weights:
-        ``embed(token) @ w_ih.T`` equals ``one_hot(token) @ (w_ih @ embed.T).T``, and with fewer tokens
-        than the width the folded product reads a smaller matrix (65 x 1,024 instead of 256 x 1,024
-        for the default model), which makes a 64-sample step ~1.2x faster. It is skipped when the
-        vocabulary is too large for it to pay. Take the weights afresh whenever they may have changed.
+        The first layer's input gates depend on the token alone, so with a small enough vocabulary they are
+        one precomputed row per token (``embed @ w_ih.T + b_ih``: a lookup instead of a matrix product;
+        ``gate_table=False`` skips it for a single step).
+        With ``int8`` the remaining cell matrices are stored in int8 (:class:`Int8Matrix`).
         """
-        layers: list[list[torch.Tensor]] = [list(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh
-        vocab = self.config.vocab_size
-        if not fold or vocab * 2 > self.config.n_embd:
-            return self.embed.weight, layers
-        w_ih = layers[0][0]
-        layers[0][0] = w_ih @ self.embed.weight.T
-        return torch.eye(vocab, dtype=w_ih.dtype, device=w_ih.device), layers
+        layers = [tuple(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh per layer
+        w_ih, w_hh, b_ih, b_hh = layers[0]
+        lstm, vocab, gates = self.config.kind == "lstm", self.config.vocab_size, w_ih.shape[0]
+        gate_table = gate_table and vocab * gates * w_ih.element_size() <= GATE_TABLE_MAX_BYTES
+        if gate_table:  # (V, G); an LSTM's hidden bias joins it (a GRU's stays with h, under the reset gate)
+            table = torch.addmm(b_ih + b_hh if lstm else b_ih, self.embed.weight, w_ih.T)
+        else:
+            table = self.embed.weight  # (V, C)
+        quantize: Callable[[torch.Tensor], Matrix] = Int8Matrix.of if int8 else (lambda w: w)
+        if not lstm:
+            return CellWeights(table, gate_table, [(quantize(a), quantize(b), c, d) for a, b, c, d in layers])
+        joined: list[tuple[Matrix, ...]] = [(quantize(torch.cat([a, b], dim=1)), c + d) for a, b, c, d in layers]
+        if gate_table:
+            joined[0] = (quantize(w_hh),)
+        return CellWeights(table, gate_table, joined)
