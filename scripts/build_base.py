@@ -5,6 +5,7 @@
     python scripts/build_base.py chinese --out runs/base-zh --ship src/textweaver/pretrained/chinese
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo --prepare  # only write the cleaned corpus
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo --snapshot  # before a session ends: commit it
+    python scripts/build_base.py chinese-loo --out runs/base-zh-loo2 --from runs/base-zh-loo --more 2000
 
 Each language's base learns from every file of that language in ../shared/corpora: the first
 corpora (8 English, 3 Chinese files) and the folders ``en/`` (37 novels) and ``zh/`` (259 works).
@@ -126,8 +127,15 @@ def prepare(files: list[str], corpus_dir: Path, folder: Path) -> list[Path]:
     return [folder / name for name in files]
 
 
-def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str], only_prepare: bool) -> int:
+def build(
+    base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str], only_prepare: bool, more: int = 0
+) -> int:
     files, options, first = stage(base, corpus_dir)
+    if more:  # a finished first stage trained further: a fresh optimizer, rewarmed to the second stage's rate
+        assert first is None and start is not None, "--more continues a leave-one-out stage: give --from RUN"
+        options = [*TRAIN, "--lr", STAGE_2_LR, "--warmup-steps", "100", "--max-steps", str(more),
+                   "--init-from", str(start)]  # fmt: skip
+        start = None
     if first is not None and start is None and not only_prepare:
         start = out.with_name(out.name + "-loo")
         code = build(first, start, corpus_dir, None, extra, only_prepare)
@@ -139,7 +147,7 @@ def build(base: str, out: Path, corpus_dir: Path, start: Path | None, extra: lis
     snapshot = SNAPSHOTS / base
     last = out / "last" / "config.json"
     started = json.loads(last.read_text(encoding="utf-8"))["train"]["init_from"] if last.exists() else str(snapshot)
-    if first is None and snapshot.is_dir() and started == str(snapshot):  # continuing it, or resuming that
+    if not more and first is None and snapshot.is_dir() and started == str(snapshot):  # continuing it, or resuming
         metrics = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))["metrics"]
         done, rate = metrics["step"], f"{metrics['lr']:.3g}"  # the rate it had reached, decaying from there
         print(f"continuing from {snapshot} (step {done}): a fresh optimizer, a 100-step warmup to {rate}", flush=True)
@@ -206,7 +214,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", choices=BASES)
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--from", dest="start", type=Path, help="the first stage's run (english/chinese only)")
+    parser.add_argument(
+        "--from",
+        dest="start",
+        type=Path,
+        help="the first stage's run (english/chinese); with --more, the stage to train further",
+    )
+    parser.add_argument(
+        "--more",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="train a finished leave-one-out stage (--from RUN) this many steps more, into --out",
+    )
     parser.add_argument("--corpus-dir", type=Path, default=SHARED)
     # any other option goes to textweaver train: only ones that do not change the result (--threads N)
     parser.add_argument("--prepare", action="store_true", help="only write the cleaned corpus to OUT-corpus/")
@@ -227,7 +247,7 @@ def main() -> None:
         folder = args.out.with_name(args.out.name + "-corpus")
         report(args.out, [folder / name for name in files], HELD_OUT[args.base.removesuffix("-loo")])
         return
-    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra, args.prepare))
+    sys.exit(build(args.base, args.out, args.corpus_dir, args.start, extra, args.prepare, args.more))
 
 
 if __name__ == "__main__":
