@@ -30,7 +30,7 @@ import torch
 from bench.common import add_results_option, run_command, write
 from bench.finetune_gain import trained_on
 from bench.versus_nanogpt import SHARED, textweaver
-from textweaver import checkpoint
+from textweaver.run import checkpoint
 
 NANOGPT = SHARED / "baselines" / "nanogpt"
 RANDOM_ROWS = (

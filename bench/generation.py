@@ -20,10 +20,10 @@ import torch
 from bench.common import add_results_option, write
 from textweaver import load
 from textweaver.config import PRESETS, ModelConfig
-from textweaver.generate import GenerationRequest, Generator
+from textweaver.data.tokenizer import CharTokenizer
+from textweaver.generation.generator import GenerationRequest, Generator
+from textweaver.generation.sampling import SamplingOptions, next_tokens
 from textweaver.models import build_model, num_parameters
-from textweaver.sampling import SamplingOptions, next_tokens
-from textweaver.tokenizer import CharTokenizer
 
 VOCAB = ["<unk>", *"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]
 PROMPT = "ROMEO:\nIs the day so young?\n"

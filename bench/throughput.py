@@ -45,8 +45,8 @@ ENCODE_PROBE = textwrap.dedent("""
     import json, sys, time
     PEAK_KIB = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     from pathlib import Path
-    from textweaver.corpus import resolve_paths
-    from textweaver.dataset import DataOptions, prepare
+    from textweaver.data.corpus import resolve_paths
+    from textweaver.data.dataset import DataOptions, prepare
     start = time.perf_counter()
     data = prepare(resolve_paths([sys.argv[1]]), Path(sys.argv[2]), DataOptions(level=sys.argv[3]))
     dt = time.perf_counter() - start

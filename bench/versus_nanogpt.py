@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_keep_option, add_results_option, evaluations, run_command, workdir, write
-from textweaver import checkpoint
 from textweaver.config import TrainConfig
-from textweaver.corpus import CorpusOptions
-from textweaver.finetune import DEFAULT_BASES, default_source
+from textweaver.data.corpus import CorpusOptions
+from textweaver.run import checkpoint
+from textweaver.training.finetune import DEFAULT_BASES, default_source
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

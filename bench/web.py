@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_results_option, write
-from textweaver.export import MODEL_FILE, export
+from textweaver.export.onnx import MODEL_FILE, export
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -65,7 +65,7 @@ def serve_static(site: Path) -> tuple[ThreadingHTTPServer, str]:
 def server_latency(run: str, length: int, repeats: int) -> dict[str, float]:
     from fastapi.testclient import TestClient
 
-    from textweaver.server import create_app
+    from textweaver.app.serve import create_app
 
     client = TestClient(create_app(run), base_url="http://127.0.0.1")  # the server answers loopback names only
     body = {"prompt": PROMPT, "length": length, "seed": 0}

@@ -2,7 +2,7 @@
 
     python scripts/build_base.py chinese --out runs/base-zh     # builds runs/base-zh-loo first, then builtin:chinese
     python scripts/build_base.py english --out runs/base-en     # builds runs/base-en-loo first, then builtin:english
-    python scripts/build_base.py chinese --out runs/base-zh --ship src/textweaver/pretrained/chinese
+    python scripts/build_base.py chinese --out runs/base-zh --ship src/textweaver/assets/pretrained/chinese
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo --prepare  # only write the cleaned corpus
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo --snapshot  # before a session ends: commit it
     python scripts/build_base.py chinese-loo --out runs/base-zh-loo2 --from runs/base-zh-loo --more 2000
@@ -23,7 +23,7 @@ each file is copied to OUT-corpus/ with what is not the book removed: Project Gu
 header and footer (outside its "*** START OF" / "*** END OF" lines), lines naming Project Gutenberg,
 and lines holding a web address (a download site's advertisement in xiyouji.txt). Line ends become
 "\n" (two of the Chinese files use "\r\n"). The SHA-256 of every source file is written to
-OUT-corpus/SHA256SUMS and printed, for src/textweaver/pretrained/README.md.
+OUT-corpus/SHA256SUMS and printed, for src/textweaver/assets/pretrained/README.md.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from textweaver import checkpoint, load
+from textweaver import load
+from textweaver.run import checkpoint
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 ENGLISH_FIRST = [

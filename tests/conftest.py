@@ -100,7 +100,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     """Run the CLI in-process: exit status, stdout, stderr."""
-    from textweaver.cli import main
+    from textweaver.app.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(args)

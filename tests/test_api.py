@@ -78,8 +78,8 @@ def test_scoring_copies_only_the_window_being_scored() -> None:
     import numpy as np
 
     from textweaver.config import ModelConfig
-    from textweaver.evaluate import score
     from textweaver.models import build_model
+    from textweaver.training.evaluate import score
 
     model = build_model(ModelConfig(kind="lstm", vocab_size=65, n_layer=1, n_embd=16, context=64))
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from textweaver import autoconfig, calibrate
-from textweaver.autoconfig import Facts, Speed
 from textweaver.config import ModelConfig
 from textweaver.models import build_model, set_unigram_prior
+from textweaver.training import calibrate
+from textweaver.training import recipe as autoconfig
+from textweaver.training.recipe import Facts, Speed
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
@@ -230,7 +231,7 @@ def test_an_interrupted_bf16_adaptive_softmax_run_resumes_to_exactly_the_uninter
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from textweaver import train
-    from textweaver.run_state import RunState
+    from textweaver.training.state import RunState
 
     options = {**TINY, "model": "lstm", "softmax": "adaptive", "precision": "bf16", "max_steps": 30, "seed": 3}
     whole = train([XIYOUJI], tmp_path / "whole", **options)

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 import torch
 
-import textweaver.generate as generate_module
-from textweaver import checkpoint, load, train
+import textweaver.generation.generator as generate_module
+from textweaver import load, train
+from textweaver.app.serve import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 from textweaver.config import ModelConfig
-from textweaver.export import export
+from textweaver.data.tokenizer import CharTokenizer
+from textweaver.export.onnx import export
+from textweaver.generation.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, next_tokens, probabilities
 from textweaver.models import build_model
-from textweaver.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, next_tokens, probabilities
-from textweaver.server import MAX_PROMPT_CHARS, MAX_STOP_CHARS
-from textweaver.tokenizer import CharTokenizer
+from textweaver.run import checkpoint
 
 from browser import ARTIFACTS, chromium, serve_app, serve_folder
 from conftest import SHAKESPEARE, TINY, XIYOUJI
@@ -67,7 +68,7 @@ def static_site(lstm_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture(scope="module")
 def api_server(lstm_run: Path) -> Iterator[str]:
     """`textweaver serve`'s app under uvicorn on 127.0.0.1."""
-    from textweaver.server import create_app
+    from textweaver.app.serve import create_app
 
     with serve_app(create_app(lstm_run)) as url:
         yield url

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from textweaver import checkpoint, load
+from textweaver import load
 from textweaver.errors import TextweaverError
+from textweaver.run import checkpoint
 
 
 @pytest.fixture

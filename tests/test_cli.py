@@ -14,7 +14,7 @@ import pytest
 import typer
 
 from textweaver import train
-from textweaver.cli import app
+from textweaver.app.cli import app
 from textweaver.config import PRESETS, ModelConfig
 from textweaver.models import build_model
 
@@ -225,7 +225,7 @@ def test_output_is_written_whole_or_not_at_all(
     def interrupted(*args: object, **kwargs: object) -> list[str]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("textweaver.generate.Generator.generate", interrupted)
+    monkeypatch.setattr("textweaver.generation.generator.Generator.generate", interrupted)
     assert run_cli(args, capsys)[0] == 130  # Ctrl-C while generating
     assert target.read_text() == "an earlier text\n" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
@@ -274,7 +274,7 @@ def test_bad_prompt_files_and_outputs_get_one_line(
 
 def test_precision_help_quotes_the_recipes_bf16_threshold(capsys: pytest.CaptureFixture[str]) -> None:
     """The help states the constant the recipe uses, not a copy of it (a copy said 1.15x while the code said 1.1x)."""
-    from textweaver.autoconfig import BF16_MIN_SPEEDUP
+    from textweaver.training.recipe import BF16_MIN_SPEEDUP
 
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0

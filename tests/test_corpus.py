@@ -1,4 +1,4 @@
-"""Specification of textweaver.corpus: finding corpus files and reading them in exact, safe chunks."""
+"""Specification of textweaver.data.corpus: finding corpus files and reading them in exact, safe chunks."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import textweaver.corpus as corpus
-from textweaver.checkpoint import builtin_model_dir
-from textweaver.corpus import CorpusOptions, StartSentences, iter_preprocessed, iter_text, resolve_paths
+import textweaver.data.corpus as corpus
+from textweaver.data.corpus import CorpusOptions, StartSentences, iter_preprocessed, iter_text, resolve_paths
+from textweaver.data.tokenizer import WORD_PATTERN, preprocess
 from textweaver.errors import TextweaverError
-from textweaver.tokenizer import WORD_PATTERN, preprocess
+from textweaver.run.checkpoint import builtin_model_dir
 
 from conftest import XIYOUJI, one_line_error, run_cli
 

@@ -1,4 +1,4 @@
-"""Specification of textweaver.dataset: a corpus encoded once into cached train/val memmaps."""
+"""Specification of textweaver.data.dataset: a corpus encoded once into cached train/val memmaps."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import textweaver.dataset as dataset
-from textweaver.batches import StreamWindows
-from textweaver.corpus import CorpusOptions
-from textweaver.dataset import DataOptions, EncodedCorpus, encode_file, prepare
+import textweaver.data.dataset as dataset
+from textweaver.data.batches import StreamWindows
+from textweaver.data.corpus import CorpusOptions
+from textweaver.data.dataset import DataOptions, EncodedCorpus, encode_file, prepare
 from textweaver.errors import TextweaverError
 
 SHAKESPEARE = Path(dataset.__file__).parent / "data" / "shakespeare.txt"

@@ -13,10 +13,11 @@ import onnx
 import pytest
 import torch
 
-from textweaver import checkpoint, load
+from textweaver import load
 from textweaver.config import ModelConfig
+from textweaver.data.tokenizer import CharTokenizer, WordTokenizer
 from textweaver.errors import TextweaverError
-from textweaver.export import (
+from textweaver.export.onnx import (
     MANIFEST,
     MODEL_FILE,
     RUNTIME_FILES,
@@ -26,9 +27,9 @@ from textweaver.export import (
     export,
     rollout_max_error,
 )
+from textweaver.generation.sampling import SamplingOptions, probabilities
 from textweaver.models import build_model
-from textweaver.sampling import SamplingOptions, probabilities
-from textweaver.tokenizer import CharTokenizer, WordTokenizer
+from textweaver.run import checkpoint
 
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
@@ -90,7 +91,7 @@ def generator_vs_onnx(run: Path, model_file: Path, monkeypatch: pytest.MonkeyPat
     """Per step, the largest |logit difference| between the shipping :class:`Generator` and the exported
     model stepped as the web page steps it, fed the tokens the generator sampled; relative to the
     largest |logit| of that step."""
-    import textweaver.generate as generate_module
+    import textweaver.generation.generator as generate_module
 
     model = load(run)
     recorded: list[tuple[np.ndarray, np.ndarray]] = []
@@ -226,7 +227,7 @@ def test_a_second_export_into_a_folder_being_written_is_refused(
 ) -> None:
     import os
 
-    from textweaver import runlock
+    from textweaver.run import lock as runlock
 
     out = tmp_path / "site"
     with runlock.held(tmp_path / f".site{runlock.LOCK}", "another export"):  # an export under way

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from textweaver import load
-from textweaver.checkpoint import resolve
 from textweaver.errors import TextweaverError
+from textweaver.run.checkpoint import resolve
 
 from conftest import SHAKESPEARE
 
@@ -33,8 +33,8 @@ PAUSED = r"""
 import os, sys, time
 from pathlib import Path
 
-from textweaver import checkpoint
-from textweaver.cli import main
+from textweaver.run import checkpoint
+from textweaver.app.cli import main
 
 point, marker = sys.argv[1], Path(sys.argv[2])
 save_file, replace = checkpoint.save_file, os.replace

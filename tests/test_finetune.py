@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from textweaver import checkpoint, load, train
-from textweaver.finetune import Source, load_weights
+from textweaver import load, train
+from textweaver.data.tokenizer import VocabCounter
 from textweaver.models import build_model
-from textweaver.tokenizer import VocabCounter
+from textweaver.run import checkpoint
+from textweaver.training.finetune import Source, load_weights
 
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
@@ -134,7 +135,7 @@ def test_a_fine_tuned_chinese_model_learns_new_characters(tmp_path: Path) -> Non
     new = set(ft.vocab[len(src) :])
     assert new and new == set((tmp_path / "b.txt").read_text(encoding="utf-8")) - set(src.vocab)
     # over a thousand characters: the rows are updated rarely, and the fine-tuning rate is the larger one
-    from textweaver import autoconfig
+    from textweaver.training import recipe as autoconfig
 
     assert len(ft) >= autoconfig.LARGE_VOCAB
     assert json.loads((tmp_path / "ft" / "last" / "config.json").read_text())["train"]["lr"] == (
@@ -193,7 +194,7 @@ def test_a_missing_damaged_or_newer_source_is_refused_in_one_line(
 def test_fine_tuning_without_a_learning_rate_uses_the_fine_tuning_recipe(
     source: Path, halves: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from textweaver import autoconfig
+    from textweaver.training import recipe as autoconfig
 
     train([halves[1]], tmp_path / "r", init_from=str(source), max_steps=3, **FT)
     err = capsys.readouterr().err
@@ -218,7 +219,7 @@ SQLITE = Path(__file__).parent / "data" / "sqlite_excerpt.c"
     ],
 )
 def test_the_script_of_a_text_decides_its_default_base(text: str, expected: str | None) -> None:
-    from textweaver.finetune import script
+    from textweaver.training.finetune import script
 
     assert script(text) == expected
 
@@ -227,8 +228,8 @@ def test_a_plain_run_on_english_prose_starts_from_the_english_base_and_none_opts
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from textweaver.config import TrainConfig
-    from textweaver.corpus import CorpusOptions
-    from textweaver.finetune import default_source
+    from textweaver.data.corpus import CorpusOptions
+    from textweaver.training.finetune import default_source
 
     def source_of(paths: list[Path], config: TrainConfig, given: set[str]) -> tuple[str | None, str]:
         return default_source(paths, config, given, CorpusOptions())

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from textweaver.config import ModelConfig
+from textweaver.data.tokenizer import CharTokenizer
 from textweaver.errors import TextweaverError
-from textweaver.generate import GenerationRequest, Generator
+from textweaver.generation.generator import GenerationRequest, Generator
+from textweaver.generation.sampling import SamplingOptions, next_tokens
 from textweaver.models import build_model
 from textweaver.models.rnn import INT8_MIN_WIDTH
-from textweaver.sampling import SamplingOptions, next_tokens
-from textweaver.tokenizer import CharTokenizer
 
 VOCAB = ["<unk>", *"abcdefghij \n."]
 
@@ -66,7 +66,7 @@ def test_transformer_slides_its_window_exactly_as_the_reference_rule(monkeypatch
     """Past its context the transformer keeps the last 3/4 of the window and goes on from there. The
     reference recomputes every step from scratch over the window that rule defines; the generator's
     cached logits must equal it at every one of 200 steps (the window of 16 slides ~50 times)."""
-    import textweaver.generate as generate_module
+    import textweaver.generation.generator as generate_module
 
     g = generator("transformer", context=16)
     recorded: list[tuple[torch.Tensor, torch.Tensor]] = []

@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from textweaver import load, train
 from textweaver.config import ModelConfig
+from textweaver.data.tokenizer import CharTokenizer
 from textweaver.errors import TextweaverError
-from textweaver.generate import MAX_SAMPLES, GenerationRequest, Generator
+from textweaver.generation.generator import MAX_SAMPLES, GenerationRequest, Generator
+from textweaver.generation.sampling import SamplingOptions
 from textweaver.models import build_model
-from textweaver.sampling import SamplingOptions
-from textweaver.tokenizer import CharTokenizer
 
 from conftest import PRINT_OWN_PEAK_KIB, SHAKESPEARE, TINY, one_line_error, own_peak_kib, run_cli
 
@@ -154,7 +154,7 @@ def test_an_rnn_reads_a_long_prompt_in_chunks_exactly_as_in_one_pass(
     model = load(rnn_run)
     prompt = SHAKESPEARE.read_text()[:3000]
     whole = model.generate(prompt, 80, temperature=0.0)
-    monkeypatch.setattr("textweaver.generate.PROMPT_CHUNK", 7)
+    monkeypatch.setattr("textweaver.generation.generator.PROMPT_CHUNK", 7)
     assert model.generate(prompt, 80, temperature=0.0) == whole
 
 
@@ -163,7 +163,7 @@ def test_generation_longer_than_the_history_buffer_stays_exact(monkeypatch: pyte
     g = tiny_generator("transformer", context=16)
     request = GenerationRequest(prompt="abc", length=300, seed=4, sampling=SamplingOptions(repetition_penalty=1.3))
     expected = g.generate(request)
-    monkeypatch.setattr("textweaver.generate.HISTORY_SLACK", 5)
+    monkeypatch.setattr("textweaver.generation.generator.HISTORY_SLACK", 5)
     assert g.generate(request) == expected
 
 
@@ -285,7 +285,7 @@ def test_generate_either_returns_well_formed_text_or_refuses_with_one_line(
 
 TRAIN_PEAK_SCRIPT = f"""
 import sys
-from textweaver.cli import main
+from textweaver.app.cli import main
 try:
     main(["train", *sys.argv[1:]])
 except SystemExit as e:

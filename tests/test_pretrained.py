@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from textweaver import TextweaverError, load
-from textweaver.checkpoint import builtin_model_dir
-from textweaver.corpus import builtin_corpus_path
+from textweaver.data.corpus import builtin_corpus_path
+from textweaver.run.checkpoint import builtin_model_dir
 
 from conftest import run_cli
 
@@ -166,7 +166,7 @@ def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path:
     """How shipped bases fit the wheel (scripts/build_base.py --ship): half the file, the same loss to 1e-3."""
     import shutil
 
-    from textweaver import checkpoint
+    from textweaver.run import checkpoint
 
     copy = tmp_path / "shakespeare"  # stored in float32 (the bases are float16 already)
     shutil.copytree(builtin_model_dir("shakespeare"), copy)
@@ -188,7 +188,7 @@ def test_weights_stored_in_float16_load_as_float32_and_score_as_before(tmp_path:
 def test_the_shipped_bases_are_stored_in_float16_and_load_as_float32(name: str) -> None:
     from safetensors import safe_open
 
-    from textweaver import checkpoint
+    from textweaver.run import checkpoint
 
     with safe_open(str(builtin_model_dir(name) / checkpoint.WEIGHTS), framework="pt") as f:
         assert {f.get_tensor(key).dtype for key in f.keys()} == {torch.float16}  # noqa: SIM118 (not a dict)

@@ -22,10 +22,10 @@ import pytest
 
 from textweaver import load, train
 from textweaver.errors import TextweaverError
-from textweaver.export import WEB_DIR
+from textweaver.export.onnx import WEB_DIR
 from textweaver.models import num_parameters
-from textweaver.report import REPORT_FILE, write_report
-from textweaver.runlog import RunLog
+from textweaver.report.report import REPORT_FILE, write_report
+from textweaver.run.log import RunLog
 
 from browser import ARTIFACTS, chromium
 from conftest import SHAKESPEARE, TINY, one_line_error, run_cli
@@ -39,7 +39,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LSTM evaluated three times (steps 20, 40, 60): three records, three sets of samples."""
     out = tmp_path_factory.mktemp("report-runs") / "tiny"
     with pytest.MonkeyPatch.context() as patch:  # only the evaluations' records, however slow the machine
-        patch.setattr(importlib.import_module("textweaver.train"), "PROGRESS_EVERY_S", math.inf)
+        patch.setattr(importlib.import_module("textweaver.training.loop"), "PROGRESS_EVERY_S", math.inf)
         train([SHAKESPEARE], out, model="lstm", max_steps=60, **{**TINY, "eval_every": 20})
     return out
 
@@ -72,7 +72,7 @@ def test_a_failing_report_never_fails_the_training(
     def broken(*args: Any) -> Path:
         raise RuntimeError("the report broke\nsecond line")
 
-    monkeypatch.setattr("textweaver.report.write_report", broken)
+    monkeypatch.setattr("textweaver.report.report.write_report", broken)
     result = train([SHAKESPEARE], tmp_path / "run", model="lstm", max_steps=3, **TINY)
     assert result.steps == 3 and (tmp_path / "run" / "best").is_dir()
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]

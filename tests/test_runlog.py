@@ -1,11 +1,11 @@
-"""Specification of textweaver.runlog: what a run records beside its checkpoints, and reading it back."""
+"""Specification of textweaver.run.log: what a run records beside its checkpoints, and reading it back."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from textweaver.runlog import SAMPLES, Evaluation, RunLog, read_samples
+from textweaver.run.log import SAMPLES, Evaluation, RunLog, read_samples
 
 # a sample may contain anything a model can write, the old format's own markers included
 TRICKY = "the end.\n--- temperature 0.5\n===== step 9 | prompt 'x'\n\n  last line "

@@ -1,4 +1,4 @@
-"""Specification of textweaver.sampling: choosing the next token from logits."""
+"""Specification of textweaver.generation.sampling: choosing the next token from logits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textweaver.errors import TextweaverError
-from textweaver.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, draw, next_tokens, probabilities
+from textweaver.generation.sampling import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    SamplingOptions,
+    draw,
+    next_tokens,
+    probabilities,
+)
 
 N = 4000  # samples per distribution: enough that every allowed token shows up
 

@@ -18,11 +18,13 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from textweaver import checkpoint, load, server
-from textweaver.cli import serve as serve_command
+from textweaver import load
+from textweaver.app import serve as server
+from textweaver.app.cli import serve as serve_command
+from textweaver.app.serve import content_disposition, create_app, host_allowed
 from textweaver.errors import TextweaverError
-from textweaver.sampling import SamplingOptions
-from textweaver.server import content_disposition, create_app, host_allowed
+from textweaver.generation.sampling import SamplingOptions
+from textweaver.run import checkpoint
 
 OWN = "http://127.0.0.1:8000"  # the address a browser on this machine uses: the Host the server answers to
 REBOUND = "attacker.example:8000"  # a site whose DNS now points at 127.0.0.1: its page is same-origin with us

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-import textweaver.export
-import textweaver.workspace
+import textweaver.app.studio.workspace
+import textweaver.export.onnx
 from textweaver import TextweaverError
-from textweaver.studio import MAX_MODELS, ModelCache, create_app, read_samples
-from textweaver.workspace import parse_size
+from textweaver.app.studio.app import MAX_MODELS, ModelCache, create_app, read_samples
+from textweaver.app.studio.workspace import parse_size
 
 from browser import serve_app
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
@@ -165,7 +165,7 @@ def test_a_training_stopped_while_it_starts_is_stopped_not_failed(
 ) -> None:
     # a training process that stays where a real one is while it imports torch: before it handles SIGTERM
     starting = [sys.executable, "-c", "import time; time.sleep(120)"]
-    monkeypatch.setattr(textweaver.workspace, "train_command", lambda *args: starting)
+    monkeypatch.setattr(textweaver.app.studio.workspace, "train_command", lambda *args: starting)
     studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "30s", "name": "early", **FAST})
     wait_for(studio, "early", ("running",))
     studio.post("/api/runs/early/stop")  # SIGTERM ends it at once, before it saved anything
@@ -236,8 +236,8 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
     studio: TestClient, trained: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exports: list[tuple[Any, ...]] = []
-    export = textweaver.export.export
-    monkeypatch.setattr(textweaver.export, "export", lambda *args: exports.append(args) or export(*args))
+    export = textweaver.export.onnx.export
+    monkeypatch.setattr(textweaver.export.onnx, "export", lambda *args: exports.append(args) or export(*args))
     stream = studio.post(f"/api/runs/{trained}/generate/stream", json={"prompt": "ROMEO:", "length": 40, "seed": 1})
     assert stream.status_code == 200 and "event: done" in stream.text
     one_line(studio.post(f"/api/runs/{trained}/generate/stream", json={"length": 0}), 422, "length")
@@ -250,7 +250,7 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
     archive = zipfile.ZipFile(io.BytesIO(page.content))
     assert {"romeo/index.html", "romeo/model.onnx", "romeo/config.json"} <= set(archive.namelist())
     assert json.loads(archive.read("romeo/export.json"))["checkpoint"] in ("best", "last")
-    folders = [str(studio.app.state.workspace.root), str(Path(textweaver.export.__file__).parent)]  # type: ignore[attr-defined]
+    folders = [str(studio.app.state.workspace.root), str(Path(textweaver.export.onnx.__file__).parent)]  # type: ignore[attr-defined]
     for name in archive.namelist():  # a published page names no folder of this machine (run, corpus)
         assert not [f for f in folders if f.encode() in archive.read(name)], name
     onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx"})
@@ -342,14 +342,14 @@ def test_an_upload_being_stored_does_not_hold_up_other_requests(
     halfway, decoding = threading.Event(), threading.Event()
     answered_while_streaming, answered_while_decoding = threading.Event(), threading.Event()
     seen: dict[str, bool] = {}
-    iter_text = textweaver.workspace.iter_text
+    iter_text = textweaver.app.studio.workspace.iter_text
 
     def slow_decoding(path: Path, options: Any) -> Iterator[str]:
         decoding.set()
         seen["decoding"] = answered_while_decoding.wait(30)
         yield from iter_text(path, options)
 
-    monkeypatch.setattr(textweaver.workspace, "iter_text", slow_decoding)
+    monkeypatch.setattr(textweaver.app.studio.workspace, "iter_text", slow_decoding)
     line = b"It is a truth universally acknowledged, that a single man in possession of a good fortune.\n"
 
     def body() -> Iterator[bytes]:
@@ -400,7 +400,7 @@ def test_sizes_and_the_cli_refusals(capsys: pytest.CaptureFixture[str], tmp_path
 def test_start_from_auto_leaves_the_choice_to_train_and_none_asks_for_random_weights(tmp_path: Path) -> None:
     """The studio's "Start from": auto (no --init-from: train starts English or Chinese prose from its base),
     none (--init-from none, with any model), a base (model auto only)."""
-    from textweaver.workspace import RunRequest, Workspace, train_command
+    from textweaver.app.studio.workspace import RunRequest, Workspace, train_command
 
     workspace = Workspace(tmp_path / "ws", max_upload=1 << 20)
 

@@ -22,7 +22,7 @@ import httpx
 import onnx
 import pytest
 
-from textweaver.studio import create_app
+from textweaver.app.studio.app import create_app
 
 from browser import ARTIFACTS, chromium, serve_app, serve_folder
 from conftest import SHAKESPEARE, XIYOUJI

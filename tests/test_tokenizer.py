@@ -1,4 +1,4 @@
-"""Specification of textweaver.tokenizer: text <-> ids at char, word and bpe level, saved as JSON."""
+"""Specification of textweaver.data.tokenizer: text <-> ids at char, word and bpe level, saved as JSON."""
 
 from __future__ import annotations
 
@@ -16,11 +16,10 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import pre_tokenizers
 
-from textweaver import corpus, load, train
-from textweaver.dataset import DataOptions, prepare
-from textweaver.errors import TextweaverError
-from textweaver.export import export
-from textweaver.tokenizer import (
+from textweaver import load, train
+from textweaver.data import corpus
+from textweaver.data.dataset import DataOptions, prepare
+from textweaver.data.tokenizer import (
     _BYTE_CHARS,
     _SPACES,
     BPE_MIN_VOCAB_SIZE,
@@ -39,6 +38,8 @@ from textweaver.tokenizer import (
     preprocess,
     tokenizer_from_json,
 )
+from textweaver.errors import TextweaverError
+from textweaver.export.onnx import export
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 

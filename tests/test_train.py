@@ -16,7 +16,7 @@ import pytest
 
 from textweaver import load, train
 from textweaver.errors import TextweaverError
-from textweaver.run_state import RunState
+from textweaver.training.state import RunState
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 
@@ -32,9 +32,9 @@ def test_progress_is_recorded_between_evaluations_without_validation_figures(
 ) -> None:
     import sys
 
-    from textweaver import runlog
+    from textweaver.run import log as runlog
 
-    monkeypatch.setattr(sys.modules["textweaver.train"], "PROGRESS_EVERY_S", 0.0)  # every step
+    monkeypatch.setattr(sys.modules["textweaver.training.loop"], "PROGRESS_EVERY_S", 0.0)  # every step
     assert runlog.PROGRESS_EVERY_S > 0
     train([SHAKESPEARE], tmp_path / "r", max_steps=6, **{**TINY, "eval_every": 3})
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -49,7 +49,7 @@ def test_a_time_budget_without_eval_every_evaluates_by_time_within_a_share_of_it
 ) -> None:
     """--max-time alone: ~15 evaluations over the budget (not one per 500 steps: 3 points in a 1-minute run),
     spaced so that evaluating takes at most EVAL_SHARE of the time."""
-    train_module = sys.modules["textweaver.train"]
+    train_module = sys.modules["textweaver.training.loop"]
     assert train_module.eval_gap(60, 0.1) == 4.0  # cheap evaluations: every budget / EVALS_PER_BUDGET
     assert train_module.eval_gap(60, 2.0) == pytest.approx(18.0)  # 2 s each: 2 s in every 20 s, 10%
     # a loaded test machine makes evaluations slow: a looser share keeps the points without changing the rule
@@ -67,7 +67,7 @@ def test_the_first_evaluation_by_time_waits_when_its_estimated_cost_would_take_o
     """A word-level transformer scoring 92,776 validation tokens at ~1,000 tokens/s: an evaluation 1/15 into a
     40 s budget took ~40 s and left 2 training steps. Before the first evaluation its cost is estimated from the
     training speed; here scoring is made to look 10^6 times slower than it is, so none comes before the end."""
-    train_module = sys.modules["textweaver.train"]
+    train_module = sys.modules["textweaver.training.loop"]
     monkeypatch.setattr(train_module, "EVAL_SPEEDUP", 1e-6)
     options = {**{k: v for k, v in TINY.items() if k != "eval_every"}, "threads": 1}
     result = train([SHAKESPEARE], tmp_path / "r", max_time=3, **options)
@@ -79,7 +79,7 @@ def test_a_folder_of_many_short_files_is_summarized_in_config_json_and_info(
 ) -> None:
     """Thousands of short documents (reviews, posts): config.json and `info` give the folder, how many files and
     their size, not every name; a few files are still named one by one."""
-    from textweaver.corpus import STORED_FILES
+    from textweaver.data.corpus import STORED_FILES
 
     reviews = tmp_path / "reviews"
     reviews.mkdir()
@@ -266,8 +266,8 @@ def test_encoding_auto_reads_a_gb18030_novel_and_says_what_it_chose(
 def test_every_process_must_resume_from_the_same_checkpoint(
     tmp_path: Path, mine: tuple[bool, int], other: tuple[bool, int], refused: bool
 ) -> None:
-    from textweaver.distributed import Dist
-    from textweaver.train import _agree_on_checkpoint
+    from textweaver.training.distributed import Dist
+    from textweaver.training.loop import _agree_on_checkpoint
 
     class TwoRanks(Dist):
         def max(self, values: list[float]) -> list[float]:  # the other rank holds `other`
@@ -315,7 +315,7 @@ def test_divergence_stops_with_a_message_and_never_saves_nan_weights(
     run stops with advice, and last/ still holds the finite weights of step 5."""
     import sys
 
-    train_module = sys.modules["textweaver.train"]  # the module (the package exports its function `train`)
+    train_module = sys.modules["textweaver.training.loop"]  # the module (the package exports its function `train`)
     real = train_module.learning_rate
     monkeypatch.setattr(train_module, "learning_rate", lambda step, *a: math.inf if step >= 8 else real(step, *a))
     run = tmp_path / "r"
@@ -363,7 +363,7 @@ def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
     """The budget rule: 3 s at 1M tokens/s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is
     chosen (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is
     left alone. The speed is fixed and the decision taken at step 1, so a busy machine cannot change it."""
-    monkeypatch.setattr(importlib.import_module("textweaver.train"), "AUTO_DROPOUT_AFTER_STEPS", 1)
+    monkeypatch.setattr(importlib.import_module("textweaver.training.loop"), "AUTO_DROPOUT_AFTER_STEPS", 1)
     monkeypatch.setattr(RunState, "tokens_per_s", lambda self: 1e6)
     train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
     assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err
@@ -384,8 +384,8 @@ def test_a_wider_model_gets_dropout_from_fewer_passes() -> None:
     from rich.console import Console
 
     from textweaver.config import TrainConfig
-    from textweaver.distributed import Dist
-    from textweaver.train import _budget_dropout
+    from textweaver.training.distributed import Dist
+    from textweaver.training.loop import _budget_dropout
 
     def chosen(width: int, passes: float) -> float:
         # 1 s into a 100 s budget at 10,000 tokens/s: ~1M tokens bought in all

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from textweaver import server, studio
+from textweaver.app import serve as server
+from textweaver.app.studio import app as studio
 
 from browser import chromium, serve_app
 

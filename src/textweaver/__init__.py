@@ -10,7 +10,7 @@ Python API::
 
 __version__ = "0.1.0"
 
-from textweaver.api import TextModel, load, train
+from textweaver.app.api import TextModel, load, train
 from textweaver.errors import TextweaverError
 
 __all__ = ["TextModel", "TextweaverError", "__version__", "load", "train"]

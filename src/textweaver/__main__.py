@@ -1,3 +1,3 @@
-from textweaver.cli import main
+from textweaver.app.cli import main
 
 main()

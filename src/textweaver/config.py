@@ -14,13 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textweaver.errors import TextweaverError
-from textweaver.tokenizer import check_normalize_form
 
 MODEL_KINDS = ("lstm", "gru", "transformer")
-# builtin:NAME models shipped in the package (see pretrained/README.md)
+# builtin:NAME models shipped in the package (see assets/pretrained/README.md)
 PRETRAINED = ("shakespeare", "english", "chinese")
 DEFAULT_MODEL = "lstm"  # the most training tokens per CPU second (docs/training.md, "Why the LSTM ...")
 LEVELS = ("char", "word", "bpe")
+NORMALIZE_FORMS = ("NFC", "NFD", "NFKC", "NFKD")
+
+
+def check_normalize_form(form: str) -> None:
+    if form not in NORMALIZE_FORMS:
+        raise TextweaverError(f"unknown --normalize {form!r}: use NFC, NFD, NFKC or NFKD")
+
+
 PRECISIONS = ("auto", "fp32", "bf16")
 SOFTMAXES = ("auto", "full", "adaptive")
 

@@ -1,4 +1,4 @@
-// Choosing the next token, mirroring src/textweaver/sampling.py: temperature (0 = greedy), top-k,
+// Choosing the next token, mirroring src/textweaver/generation/sampling.py: temperature (0 = greedy), top-k,
 // top-p, repetition penalty. Id 0 (<unk>) is never chosen, so output only holds vocabulary tokens.
 
 // sampling.py's bounds of the repetition penalty (beyond them the logits overflow) and its window.

@@ -1,4 +1,4 @@
-// Text <-> token ids in the browser, mirroring src/textweaver/tokenizer.py. Id 0 is <unk>.
+// Text <-> token ids in the browser, mirroring src/textweaver/data/tokenizer.py. Id 0 is <unk>.
 
 // Python's \w+|[^\w\s]|\s+ with Unicode \w (letters, numbers, underscore).
 const WORD = /[\p{L}\p{N}_]+|[^\p{L}\p{N}_\s]|\s+/gu;

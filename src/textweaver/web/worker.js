@@ -1,4 +1,4 @@
-// Runs the exported model (model.onnx, one token per step: see src/textweaver/export.py) with
+// Runs the exported model (model.onnx, one token per step: see src/textweaver/export/onnx.py) with
 // onnxruntime-web in a Web Worker, so the page stays responsive while it generates.
 //
 // Messages in:  {type: "load", config}, {type: "stop"},

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from textweaver import distributed
 from textweaver.config import TrainConfig
+from textweaver.training import distributed
 
 
 @dataclass

@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import torch
 
-from textweaver.autoconfig import Speed
 from textweaver.config import ModelConfig
 from textweaver.device import autocast_for
 from textweaver.models import build_model
+from textweaver.training.recipe import Speed
 
 # A 2x512 LSTM at 2,048 tokens a step, bf16/float32 over 5 runs: 2 + 5 steps gave 0.97-1.25x, 3 + 8
 # steps 1.23-1.34x (training itself: 1.24x)

@@ -19,7 +19,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.nn.parallel import DistributedDataParallel
 
-from textweaver import autoconfig, calibrate, checkpoint, distributed, finetune, report, runlock
-from textweaver.batches import make_batches
 from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
@@ -44,17 +42,29 @@ from textweaver.config import (
     TrainConfig,
     dropout_passes,
 )
-from textweaver.corpus import AUTO_ENCODING, STORED_FILES, CorpusOptions, file_encoding, resolve_paths, summarize_files
-from textweaver.dataset import DataOptions, EncodedCorpus, prepare
+from textweaver.data.batches import make_batches
+from textweaver.data.corpus import (
+    AUTO_ENCODING,
+    STORED_FILES,
+    CorpusOptions,
+    file_encoding,
+    resolve_paths,
+    summarize_files,
+)
+from textweaver.data.dataset import DataOptions, EncodedCorpus, prepare
 from textweaver.device import autocast_for, select_device, set_threads
 from textweaver.errors import TextweaverError
-from textweaver.evaluate import score
-from textweaver.generate import GenerationRequest, Generator
+from textweaver.generation.generator import GenerationRequest, Generator
+from textweaver.generation.sampling import SamplingOptions
 from textweaver.models import build_model, detach_state, num_parameters, set_dropout, set_unigram_prior
-from textweaver.run_state import RunState, StopFlag
-from textweaver.runlog import PROGRESS_EVERY_S, RunLog
-from textweaver.sampling import SamplingOptions
-from textweaver.schedule import learning_rate
+from textweaver.run import checkpoint
+from textweaver.run import lock as runlock
+from textweaver.run.log import PROGRESS_EVERY_S, RunLog
+from textweaver.training import calibrate, distributed, finetune
+from textweaver.training import recipe as autoconfig
+from textweaver.training.evaluate import score
+from textweaver.training.schedule import learning_rate
+from textweaver.training.state import RunState, StopFlag
 
 DEFAULT_MAX_TIME = 300.0
 DEFAULT_WARMUP_STEPS = 100  # with explicit model options; the automatic recipe scales it to the budget
@@ -92,10 +102,13 @@ def train(
     progress: bool = True,
     console: Console | None = None,
     given: Collection[str] | None = None,
+    finished: Callable[[Path, Console], None] | None = None,
 ) -> TrainResult:
     """Train on ``corpus`` into ``out``. On ``resume`` the run keeps its stored settings except the
     ``RESUMABLE_OVERRIDES`` named in ``given`` (the options the user set; the CLI knows them), which
-    take ``config``'s values; ``given=None`` counts those that differ from ``TrainConfig()``'s."""
+    take ``config``'s values; ``given=None`` counts those that differ from ``TrainConfig()``'s.
+    ``finished(run_dir, console)`` runs on the main process after the last checkpoint (the CLI and the
+    API write the run's report there)."""
     config = config or TrainConfig()
     if given is None:
         defaults = TrainConfig()
@@ -105,7 +118,7 @@ def train(
     try:
         with runlock.run_locked(Path(out), enabled=ranks.is_main):
             result = _train(corpus, Path(out), config, resume, progress and ranks.is_main, console, ranks,
-                            device_name, set(given))  # fmt: skip
+                            device_name, set(given), finished)  # fmt: skip
         ranks.barrier()  # leave together: no rank tears the group down while rank 0 still writes
         return result
     finally:
@@ -122,6 +135,7 @@ def _train(
     ranks: distributed.Dist,
     device_name: str,
     given: set[str],
+    finished: Callable[[Path, Console], None] | None,
 ) -> TrainResult:
     last_dir = run_dir / "last"
 
@@ -385,7 +399,8 @@ def _train(
                 save()
     if log is not None:
         log.close()
-        report.after_training(run_dir, console)  # RUN_DIR/report.html; a failure is one warning line
+        if finished is not None:
+            finished(run_dir, console)
     if ranks.enabled:
         print(f"rank {ranks.rank}/{ranks.world_size} finished {s.step} steps", file=sys.stderr, flush=True)
     if stopped == "interrupted":

@@ -33,18 +33,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from textweaver import __version__, checkpoint, runlock
+from textweaver import __version__
 from textweaver.config import ModelConfig
+from textweaver.data.tokenizer import segments_chinese
 from textweaver.errors import TextweaverError
-from textweaver.generate import SLIDE_KEEP
+from textweaver.generation.generator import SLIDE_KEEP
 from textweaver.models import LanguageModel, num_parameters
-from textweaver.tokenizer import segments_chinese
+from textweaver.run import checkpoint
+from textweaver.run import lock as runlock
 
 FORMATS = ("onnx", "web")
 QUANTIZE = ("int8", "fp16")
 OPSET = 17
 MODEL_FILE, MANIFEST, PAGE_CONFIG = "model.onnx", "export.json", "config.json"
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parent.parent / "web"
 UI_FILES = ("index.html", "style.css", "app.js", "worker.js", "sampling.js", "tokenizer.js")
 VENDOR = Path("vendor") / "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.bundle.min.js", "ort-wasm-simd-threaded.wasm", "LICENSE", "VERSION")

@@ -27,13 +27,15 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from textweaver import __version__, checkpoint, runlog
+from textweaver import __version__
 from textweaver.config import ModelConfig
-from textweaver.corpus import LISTED_FILES, describe_file, summarize_files
+from textweaver.data.corpus import LISTED_FILES, describe_file, summarize_files
 from textweaver.errors import TextweaverError
-from textweaver.export import WEB_DIR
+from textweaver.export.onnx import WEB_DIR
 from textweaver.models import build_model, num_parameters
-from textweaver.runlog import Evaluation
+from textweaver.run import checkpoint
+from textweaver.run import log as runlog
+from textweaver.run.log import Evaluation
 
 REPORT_FILE = "report.html"  # written into the run folder unless --out says otherwise
 SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "chart.js")  # inlined in this order, before the page script

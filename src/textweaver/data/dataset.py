@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from textweaver.corpus import CorpusOptions, StartSentences, file_digest, iter_preprocessed
+from textweaver.data.corpus import CorpusOptions, StartSentences, file_digest, iter_preprocessed
+from textweaver.data.tokenizer import Tokenizer, VocabCounter, check_vocab_size, make_tokenizer
 from textweaver.errors import TextweaverError
-from textweaver.tokenizer import Tokenizer, VocabCounter, check_vocab_size, make_tokenizer
 
 CACHE_VERSION = 1
 

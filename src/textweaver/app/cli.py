@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from textweaver import __version__
-from textweaver.autoconfig import BF16_MIN_SPEEDUP
+from textweaver.app.studio.workspace import DEFAULT_WORKSPACE, MAX_UPLOAD
 from textweaver.config import (
     AUTO_DROPOUT,
     AUTO_DROPOUT_AFTER_STEPS,
@@ -32,8 +32,8 @@ from textweaver.config import (
     parse_duration,
 )
 from textweaver.errors import TextweaverError
-from textweaver.report import REPORT_FILE, write_report
-from textweaver.workspace import DEFAULT_WORKSPACE, MAX_UPLOAD
+from textweaver.report.report import REPORT_FILE, after_training, write_report
+from textweaver.training.recipe import BF16_MIN_SPEEDUP
 
 app = typer.Typer(
     name="textweaver",
@@ -269,9 +269,9 @@ def train(
 
     Ctrl-C (or SIGTERM) saves a checkpoint and exits; run the same command with --resume to go on.
     """
-    from textweaver.finetune import SOURCE_OPTIONS
-    from textweaver.train import RESUMABLE_OVERRIDES
-    from textweaver.train import train as run_training
+    from textweaver.training.finetune import SOURCE_OPTIONS
+    from textweaver.training.loop import RESUMABLE_OVERRIDES
+    from textweaver.training.loop import train as run_training
 
     # on --resume only the options given on this command line replace the run's stored ones (by name:
     # typer may bring its own copy of click's ParameterSource)
@@ -288,7 +288,8 @@ def train(
         checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
         compile=compile, precision=precision, threads=threads, tensorboard=tensorboard, init_from=init_from,
     )  # fmt: skip
-    run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty(), given=given)
+    run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty(), given=given,
+                 finished=after_training)  # fmt: skip
 
 
 @app.command()
@@ -366,8 +367,8 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
 ) -> None:
     """Generate text from a trained model. Only the text goes to stdout (the prompt, then the continuation)."""
-    from textweaver.api import load
-    from textweaver.generate import check_output, describe, read_prompt_file, write_output
+    from textweaver.app.api import load
+    from textweaver.generation.generator import check_output, describe, read_prompt_file, write_output
 
     if stream and num_samples > 1:
         raise TextweaverError("--stream prints one sample: drop --stream or --num-samples")
@@ -418,7 +419,7 @@ def evaluate(
 ) -> None:
     """Score a model on text files: nats/token, bits/char, perplexity, tokens, chars, unknown-token rate,
     over all files and (for several) per file."""
-    from textweaver.api import load
+    from textweaver.app.api import load
 
     result = load(run_dir, device).evaluate(files)
     if as_json:
@@ -440,7 +441,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Describe a trained model: architecture, size, vocabulary, corpus, metrics."""
-    from textweaver.api import load
+    from textweaver.app.api import load
 
     details = load(run_dir).info()
     if as_json:
@@ -491,7 +492,7 @@ def export(
     description: PageDescription = None,
 ) -> None:
     """Export a trained model as ONNX, or as a static web page that works offline with any static server."""
-    from textweaver.export import export as run_export
+    from textweaver.export.onnx import export as run_export
 
     result = run_export(run_dir, out, fmt, quantize, title, description)
     print(f"wrote {result.directory}/ ({result.total_bytes / 1e6:.1f} MB)")
@@ -537,7 +538,7 @@ def serve(
     ] = 60.0,
 ) -> None:
     """Serve the web page and a JSON API (/api/generate, /api/info, /api/prompt; schema at /openapi.json)."""
-    from textweaver.server import serve as run_server
+    from textweaver.app.serve import serve as run_server
 
     run_server(run_dir, host=host, port=port, device=device, title=title, description=description,
                workers=workers, queue=queue, timeout=timeout)  # fmt: skip
@@ -559,7 +560,7 @@ def studio(
     max_upload: Annotated[str, typer.Option(help="Largest text file accepted, e.g. 200MB, 1GB or 500KB.")] = MAX_UPLOAD,
 ) -> None:
     """A local web app: upload a text, train with a live loss chart, generate, download the web page."""
-    from textweaver.studio import serve_studio
+    from textweaver.app.studio.app import serve_studio
 
     serve_studio(workspace, host=host, port=port, max_upload=max_upload)
 

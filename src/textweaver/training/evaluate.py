@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from textweaver.distributed import Dist
 from textweaver.models import LanguageModel
+from textweaver.training.distributed import Dist
 
 
 @dataclass(frozen=True)

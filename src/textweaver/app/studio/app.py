@@ -46,13 +46,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from textweaver import __version__, runlog
-from textweaver.api import TextModel, load
-from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
-from textweaver.errors import TextweaverError
-from textweaver.export import MODEL_FILE, QUANTIZE, WEB_DIR
-from textweaver.runlog import read_metrics
-from textweaver.server import (
+from textweaver import __version__
+from textweaver.app.api import TextModel, load
+from textweaver.app.serve import (
     CSP,
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -69,7 +65,7 @@ from textweaver.server import (
     run_app,
     sample_events,
 )
-from textweaver.workspace import (
+from textweaver.app.studio.workspace import (
     BASES,
     DEFAULT_WORKSPACE,
     MAX_UPLOAD,
@@ -84,6 +80,11 @@ from textweaver.workspace import (
     has_model,
     parse_size,
 )
+from textweaver.data.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
+from textweaver.errors import TextweaverError
+from textweaver.export.onnx import MODEL_FILE, QUANTIZE, WEB_DIR
+from textweaver.run import log as runlog
+from textweaver.run.log import read_metrics
 
 DEFAULT_BUDGET = "5m"
 STUDIO_FILES = {
@@ -317,7 +318,7 @@ def create_app(
 
     @app.get("/api/runs/{name}/report", summary="The run's report: one self-contained HTML file")
     def run_report(name: str) -> Response:
-        from textweaver.report import render_report
+        from textweaver.report.report import render_report
 
         page = render_report(space.run_dir(name))  # made now: a run still training gets its latest state
         disposition = content_disposition(f"{name}-report.html")
@@ -408,7 +409,7 @@ def cached_export(run_dir: Path, name: str, fmt: str, quantize: str) -> Path:
     """The run exported as its web page (a zip, the files under ``NAME/``) or its ``model.onnx``, once per
     checkpoint: kept in the run's ``downloads/`` under the checkpoint's identity (a hash of its
     config.json, which holds the weights' checksum), where it replaces the export of an older one."""
-    from textweaver.export import export
+    from textweaver.export.onnx import export
 
     config = next(run_dir / d / "config.json" for d in ("best", "last") if (run_dir / d / "config.json").is_file())
     identity = hashlib.sha256(name.encode() + b"\0" + config.read_bytes()).hexdigest()[:16]

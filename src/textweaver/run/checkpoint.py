@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from textweaver import __version__
 from textweaver.config import PRETRAINED, ModelConfig
+from textweaver.data.tokenizer import Tokenizer, tokenizer_from_json
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, build_model
-from textweaver.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG, TOKENIZER, PROMPTS, TRAINER = (
@@ -137,7 +137,7 @@ def builtin_model_dir(name: str) -> Path:
     if name not in PRETRAINED:
         raise TextweaverError(f"unknown built-in model builtin:{name}: available are " + ", ".join(
             "builtin:" + n for n in PRETRAINED))  # fmt: skip
-    return Path(str(resources.files("textweaver") / "pretrained" / name))
+    return Path(str(resources.files("textweaver") / "assets" / "pretrained" / name))
 
 
 def resolve(path: str | Path) -> Path:

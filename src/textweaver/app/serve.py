@@ -38,13 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from textweaver import __version__
-from textweaver.api import TextModel, load
+from textweaver.app.api import TextModel, load
 from textweaver.errors import TextweaverError
-from textweaver.export import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
-from textweaver.generate import GenerationRequest, describe, join_samples
-from textweaver.sampling import MAX_TEMPERATURE as MAX_PENALTY  # sampling.py bounds the penalty as the temperature
-from textweaver.sampling import MIN_TEMPERATURE as MIN_PENALTY
-from textweaver.sampling import SamplingOptions
+from textweaver.export.onnx import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
+from textweaver.generation.generator import GenerationRequest, describe, join_samples
+from textweaver.generation.sampling import (
+    MAX_TEMPERATURE as MAX_PENALTY,  # sampling.py bounds the penalty as the temperature
+)
+from textweaver.generation.sampling import MIN_TEMPERATURE as MIN_PENALTY
+from textweaver.generation.sampling import SamplingOptions
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # the Host names this machine's browser uses for us

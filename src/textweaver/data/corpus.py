@@ -20,13 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from textweaver.data.tokenizer import preprocess
 from textweaver.errors import TextweaverError
-from textweaver.tokenizer import preprocess
 
 AUTO_ENCODING = "auto"  # --encoding auto: detect each file's encoding (charset-normalizer)
 DETECT_BYTES = 1 << 20  # bytes read to detect an encoding
 BUILTIN_PREFIX = "builtin:"
-# public-domain texts shipped in textweaver/data (its README.md names the sources): Tiny Shakespeare, and
+# public-domain texts shipped in textweaver/assets/corpora (its README.md names the sources): Tiny Shakespeare, and
 # Stevenson's Dr Jekyll and Mr Hyde, which no shipped base model was trained on (the demo fine-tunes on it)
 BUILTIN_CORPORA = {"shakespeare": "shakespeare.txt", "jekyll": "jekyll_and_hyde.txt"}
 CHUNK_BYTES = 8 << 20
@@ -68,7 +68,7 @@ def builtin_corpus_path(name: str) -> Path:
             f"unknown built-in corpus {BUILTIN_PREFIX}{name}: available are "
             + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_CORPORA)
         )
-    return Path(str(resources.files("textweaver") / "data" / BUILTIN_CORPORA[name]))
+    return Path(str(resources.files("textweaver") / "assets" / "corpora" / BUILTIN_CORPORA[name]))
 
 
 def resolve_paths(inputs: Sequence[str | Path], glob: str = "*.txt") -> list[Path]:

@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
-from textweaver.corpus import detect_encoding
+from textweaver.data.corpus import detect_encoding
+from textweaver.data.tokenizer import Tokenizer
 from textweaver.errors import TextweaverError
+from textweaver.generation.sampling import SamplingOptions, next_tokens
 from textweaver.models import LanguageModel, RNNLanguageModel
 from textweaver.models.rnn import INT8_MIN_WIDTH, CellWeights
-from textweaver.runlog import write_atomically
-from textweaver.sampling import SamplingOptions, next_tokens
-from textweaver.tokenizer import Tokenizer
+from textweaver.run.log import write_atomically
 
 SLIDE_KEEP = 0.75
 PROMPT_CHUNK = 4096  # tokens an RNN reads per forward pass while it takes in a long prompt

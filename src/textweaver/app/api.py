@@ -10,18 +10,19 @@ from typing import Any
 
 import torch
 
-from textweaver import checkpoint
 from textweaver.config import TrainConfig, parse_duration
-from textweaver.corpus import LISTED_FILES, CorpusOptions, describe_file, resolve_paths, summarize_files
-from textweaver.dataset import encode_file
+from textweaver.data.corpus import LISTED_FILES, CorpusOptions, describe_file, resolve_paths, summarize_files
+from textweaver.data.dataset import encode_file
 from textweaver.device import select_device
 from textweaver.errors import TextweaverError
-from textweaver.evaluate import score
-from textweaver.generate import GenerationRequest, Generator
+from textweaver.generation.generator import GenerationRequest, Generator
+from textweaver.generation.sampling import SamplingOptions
 from textweaver.models import num_parameters
-from textweaver.sampling import SamplingOptions
-from textweaver.train import TrainResult
-from textweaver.train import train as _train
+from textweaver.report.report import after_training
+from textweaver.run import checkpoint
+from textweaver.training.evaluate import score
+from textweaver.training.loop import TrainResult
+from textweaver.training.loop import train as _train
 
 
 def train(
@@ -47,7 +48,9 @@ def train(
         config = TrainConfig(**options)
     except TypeError as e:
         raise TextweaverError(f"unknown training option: {e}") from None
-    return _train(corpus_list, out, config, resume=resume, progress=progress, given=list(options))
+    return _train(
+        corpus_list, out, config, resume=resume, progress=progress, given=list(options), finished=after_training
+    )
 
 
 def load(run_dir: str | Path, device: str = "cpu") -> TextModel:

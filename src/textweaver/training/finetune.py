@@ -2,11 +2,11 @@
 
 SOURCE is any run or checkpoint folder or ``builtin:NAME``. The new run takes SOURCE's architecture
 and tokenizer; the tokens of the new corpus that SOURCE lacks are appended to its vocabulary (every
-old id keeps its meaning, see :meth:`textweaver.tokenizer.VocabCounter.build`) and their rows are
+old id keeps its meaning, see :meth:`textweaver.data.tokenizer.VocabCounter.build`) and their rows are
 initialised by :func:`load_weights`. Tokens of SOURCE that the new corpus never uses are kept: the
 model learns to give them little probability within the first steps, and keeping them lets the
 fine-tuned model still write them (the measurement is in docs/finetuning.md). The optimizer and the
-schedule start fresh, with the fine-tuning rate of :mod:`textweaver.autoconfig`.
+schedule start fresh, with the fine-tuning rate of :mod:`textweaver.training.recipe`.
 
 With no ``--init-from`` and no model option, a character-level run on prose mostly in a script a
 shipped base knows starts from that base (:func:`default_source`; ``--init-from none`` opts out):
@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textweaver import checkpoint
 from textweaver.config import TrainConfig
-from textweaver.corpus import CorpusOptions, iter_text
+from textweaver.data.corpus import CorpusOptions, iter_text
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel
+from textweaver.run import checkpoint
 
 # options that describe the model: SOURCE fixes them, so giving one is a contradiction
 ARCHITECTURE_OPTIONS = ("model", "preset", "layers", "width", "heads", "context", "positional", "softmax")

@@ -33,6 +33,7 @@ import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
+from textweaver.config import check_normalize_form
 from textweaver.errors import TextweaverError
 
 UNK = "<unk>"
@@ -392,11 +393,6 @@ def preprocess(text: str, lowercase: bool = False, normalize: str | None = None)
 def codepoints(text: str) -> np.ndarray:
     """The Unicode code points of ``text`` as a uint32 array, without a Python loop."""
     return np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
-
-
-def check_normalize_form(form: str) -> None:
-    if form not in ("NFC", "NFD", "NFKC", "NFKD"):
-        raise TextweaverError(f"unknown --normalize {form!r}: use NFC, NFD, NFKC or NFKD")
 
 
 class VocabCounter:

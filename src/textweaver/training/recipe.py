@@ -4,7 +4,7 @@
 :func:`choose_schedule` for the model, its size, output layer, context, batch, learning rate,
 warmup and precision. The facts are the corpus (training tokens, vocabulary size and how many
 frequent tokens cover most of it), the budget, the device, and the device's measured speed for the
-chosen model in float32 and bfloat16 (:func:`textweaver.calibrate.measure`, a few training steps). Each
+chosen model in float32 and bfloat16 (:func:`textweaver.training.calibrate.measure`, a few training steps). Each
 decision carries its reason, printed at the start and stored in the checkpoint so ``--resume``
 keeps it. The measurements behind every constant are in docs/training.md ("How the defaults are
 chosen"); they were taken on English prose, Chinese novels and C source, side by side with

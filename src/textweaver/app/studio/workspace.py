@@ -35,9 +35,9 @@ from typing import Any
 import anyio
 
 from textweaver.config import NO_SOURCE, PRESETS, parse_duration
-from textweaver.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX, CorpusOptions, builtin_corpus_path, iter_text
+from textweaver.data.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX, CorpusOptions, builtin_corpus_path, iter_text
 from textweaver.errors import TextweaverError
-from textweaver.runlog import read_metrics, write_atomically
+from textweaver.run.log import read_metrics, write_atomically
 
 DEFAULT_WORKSPACE = "textweaver-studio"
 MAX_UPLOAD = "200MB"  # per text (--max-upload): a long novel is 2-10 MB

@@ -1,0 +1,1 @@
+"""What a person drives: the Python API, the CLI, `serve` and the studio."""

@@ -1,0 +1,1 @@
+"""Text -> token ids -> training batches: reading corpora, tokenizers, the encoded dataset, batches."""

@@ -1,0 +1,1 @@
+"""Checkpoint -> text: the generator and the sampling rules."""

@@ -1,0 +1,1 @@
+"""Batches -> trained checkpoint: the loop, the automatic recipe, schedule, evaluation, fine-tuning, DDP."""
