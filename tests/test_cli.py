@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,7 +16,9 @@ import typer
 
 from textweaver import train
 from textweaver.app.cli import app
-from textweaver.config import PRESETS, ModelConfig
+from textweaver.config import PRESETS, ModelConfig, TrainConfig, parse_duration
+from textweaver.generation.generator import GenerationRequest
+from textweaver.generation.sampling import SamplingOptions
 from textweaver.models import build_model
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
@@ -279,3 +282,28 @@ def test_precision_help_quotes_the_recipes_bf16_threshold(capsys: pytest.Capture
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0
     assert f"at least {BF16_MIN_SPEEDUP:g}x faster" in " ".join(out.split())
+
+
+def _field_defaults(cls: type) -> dict[str, object]:
+    return {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        for f in dataclasses.fields(cls)
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "classes", "at_least"),
+    [("train", [TrainConfig], 35), ("generate", [GenerationRequest, SamplingOptions], 7)],
+)
+def test_the_cli_defaults_are_the_dataclasses_defaults(command: str, classes: list[type], at_least: int) -> None:
+    """An option's default is declared once, on its dataclass field: the command line must agree with it."""
+    defaults = {name: value for cls in classes for name, value in _field_defaults(cls).items()}
+    options = [p for p in typer.main.get_command(app).commands[command].params if p.name in defaults]  # type: ignore[attr-defined]
+    assert len(options) >= at_least
+    for option in options:
+        given = option.default
+        if isinstance(given, str) and isinstance(defaults[option.name], float):  # "5m"
+            given = parse_duration(given, option.name)
+        assert given == defaults[option.name], (
+            f"--{option.name}: the CLI says {given!r}, the dataclass {defaults[option.name]!r}"
+        )

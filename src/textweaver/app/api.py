@@ -73,8 +73,8 @@ class TextModel:
     def request(
         self,
         prompt: str | None = None,
-        length: int = 500,
-        temperature: float = 0.8,
+        length: int = GenerationRequest.length,
+        temperature: float = SamplingOptions.temperature,
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
@@ -87,17 +87,19 @@ class TextModel:
         request.validate()
         return request
 
-    def generate(self, prompt: str | None = None, length: int = 500, **options: Any) -> str:
+    def generate(self, prompt: str | None = None, length: int = GenerationRequest.length, **options: Any) -> str:
         """Prompt plus ``length`` generated tokens (characters for char models)."""
         return self.generator.generate(self.request(prompt, length, **options))[0]
 
     def generate_many(
-        self, prompt: str | None = None, length: int = 500, num_samples: int = 4, **options: Any
+        self, prompt: str | None = None, length: int = GenerationRequest.length, num_samples: int = 4, **options: Any
     ) -> list[str]:
         """``num_samples`` continuations generated together as one batch."""
         return self.generator.generate(self.request(prompt, length, num_samples=num_samples, **options))
 
-    def stream(self, prompt: str | None = None, length: int = 500, **options: Any) -> Iterator[str]:
+    def stream(
+        self, prompt: str | None = None, length: int = GenerationRequest.length, **options: Any
+    ) -> Iterator[str]:
         """The prompt, then the new text piece by piece as it is sampled."""
         for pieces in self.generator.stream(self.request(prompt, length, **options)):
             if pieces[0]:

@@ -32,6 +32,8 @@ from textweaver.config import (
     parse_duration,
 )
 from textweaver.errors import TextweaverError
+from textweaver.generation.generator import GenerationRequest
+from textweaver.generation.sampling import SamplingOptions
 from textweaver.report.report import REPORT_FILE, after_training, write_report
 from textweaver.training.recipe import BF16_MIN_SPEEDUP
 
@@ -319,7 +321,7 @@ def generate(
             "-n",
             help="Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.",
         ),
-    ] = 500,
+    ] = GenerationRequest.length,
     temperature: Annotated[
         float,
         typer.Option(
@@ -327,7 +329,7 @@ def generate(
             "-t",
             help="Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.",
         ),
-    ] = 0.8,
+    ] = SamplingOptions.temperature,
     top_k: Annotated[
         int | None, typer.Option(help="Sample only among the K likeliest tokens.", show_default=False)
     ] = None,

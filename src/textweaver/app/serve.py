@@ -76,8 +76,12 @@ class StreamParams(BaseModel):
     prompt: str | None = Field(
         None, max_length=MAX_PROMPT_CHARS, description="Start text; empty or missing: a random corpus sentence."
     )
-    length: int = Field(500, ge=1, le=MAX_LENGTH, description="Tokens to generate (characters for char models).")
-    temperature: float = Field(0.8, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds.")
+    length: int = Field(
+        GenerationRequest.length, ge=1, le=MAX_LENGTH, description="Tokens to generate (characters for char models)."
+    )
+    temperature: float = Field(
+        SamplingOptions.temperature, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds."
+    )
     top_k: int | None = Field(None, ge=1, description="Sample only among the K likeliest tokens.")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling: likeliest tokens reaching P.")
     repetition_penalty: float = Field(
