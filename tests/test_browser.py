@@ -21,7 +21,7 @@ from textweaver.app.serve import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer
 from textweaver.export.onnx import export
-from textweaver.generation.sampling import MAX_TEMPERATURE, MIN_TEMPERATURE, SamplingOptions, next_tokens, probabilities
+from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOptions, next_tokens, probabilities
 from textweaver.models import build_model
 from textweaver.run import checkpoint
 
@@ -322,7 +322,7 @@ def test_the_page_samples_with_a_repetition_penalty_as_python_does(
         [logits[0].tolist(), recent, [{"temperature": o.temperature, "topK": o.top_k, "topP": o.top_p,
                                        "repetitionPenalty": o.repetition_penalty} for o in options]],
     )  # fmt: skip
-    assert result["limits"] == {"min_repetition_penalty": MIN_TEMPERATURE, "max_repetition_penalty": MAX_TEMPERATURE,
+    assert result["limits"] == {"min_repetition_penalty": MIN_PENALTY, "max_repetition_penalty": MAX_PENALTY,
                                 "repetition_window": SamplingOptions().repetition_window}  # fmt: skip
     ids = torch.tensor([recent])
     for o, js in zip(options, result["probs"], strict=True):

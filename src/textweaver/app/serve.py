@@ -42,19 +42,15 @@ from textweaver.app.api import TextModel, load
 from textweaver.errors import TextweaverError
 from textweaver.export.onnx import MAX_LENGTH, UI_FILES, WEB_DIR, page_config
 from textweaver.generation.generator import GenerationRequest, describe, join_samples
-from textweaver.generation.sampling import (
-    MAX_TEMPERATURE as MAX_PENALTY,  # sampling.py bounds the penalty as the temperature
-)
-from textweaver.generation.sampling import MIN_TEMPERATURE as MIN_PENALTY
-from textweaver.generation.sampling import SamplingOptions
+from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOptions
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # the Host names this machine's browser uses for us
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # --host values that listen on every address of the machine
 MAX_PROMPT_CHARS = 2000
 MAX_STOP_CHARS = 100  # a stop string is a marker such as "\n\n" or "THE END", not a passage
-MAX_SAMPLES = 16
-MAX_TEMPERATURE = 2.0
+SERVE_MAX_SAMPLES = 16  # per request: a shared server's limits, tighter than the library's
+SERVE_MAX_TEMPERATURE = 2.0
 WORKERS = 2  # generations running at once (the CPU has few cores; more would only share them)
 QUEUE = 8  # generations waiting for a worker; beyond that a request gets 503 + Retry-After
 RETRY_AFTER_S = 1
@@ -80,7 +76,7 @@ class StreamParams(BaseModel):
         GenerationRequest.length, ge=1, le=MAX_LENGTH, description="Tokens to generate (characters for char models)."
     )
     temperature: float = Field(
-        SamplingOptions.temperature, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds."
+        SamplingOptions.temperature, ge=0.0, le=SERVE_MAX_TEMPERATURE, description="0 = greedy, 1 = the model's odds."
     )
     top_k: int | None = Field(None, ge=1, description="Sample only among the K likeliest tokens.")
     top_p: float | None = Field(None, gt=0.0, le=1.0, description="Nucleus sampling: likeliest tokens reaching P.")
@@ -96,7 +92,7 @@ class StreamParams(BaseModel):
 
 
 class GenerateParams(StreamParams):
-    num_samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Samples generated together as one batch.")
+    num_samples: int = Field(1, ge=1, le=SERVE_MAX_SAMPLES, description="Samples generated together as one batch.")
 
 
 class GenerateResult(BaseModel):
@@ -298,8 +294,8 @@ def page_limits() -> dict[str, Any]:
     """What the page may ask this server for (``config.json``'s ``limits``): the page sets its inputs'
     bounds from them. A static export has none; its page then uses ``sampling.js``'s own."""
     return {
-        "max_prompt_chars": MAX_PROMPT_CHARS, "max_temperature": MAX_TEMPERATURE, "max_stop_chars": MAX_STOP_CHARS,
-        "min_repetition_penalty": MIN_PENALTY, "max_repetition_penalty": MAX_PENALTY,
+        "max_prompt_chars": MAX_PROMPT_CHARS, "max_temperature": SERVE_MAX_TEMPERATURE,
+        "max_stop_chars": MAX_STOP_CHARS, "min_repetition_penalty": MIN_PENALTY, "max_repetition_penalty": MAX_PENALTY,
         "repetition_window": SamplingOptions.repetition_window,
     }  # fmt: skip
 

@@ -11,6 +11,7 @@ from textweaver.errors import TextweaverError
 # bounds of the temperature (besides 0 = greedy) and the repetition penalty: beyond them logits / value
 # overflows float32 (or rounds to 0), and the odds become NaN
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
+MIN_PENALTY, MAX_PENALTY = MIN_TEMPERATURE, MAX_TEMPERATURE  # it divides the logits as the temperature does
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class SamplingOptions:
             raise TextweaverError(f"--top-k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise TextweaverError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if not MIN_TEMPERATURE <= self.repetition_penalty <= MAX_TEMPERATURE:  # also NaN
+        if not MIN_PENALTY <= self.repetition_penalty <= MAX_PENALTY:  # also NaN
             raise TextweaverError(
-                f"--repetition-penalty must be positive (1 = off; between {MIN_TEMPERATURE:g} and "
-                f"{MAX_TEMPERATURE:g}), got {self.repetition_penalty}"
+                f"--repetition-penalty must be positive (1 = off; between {MIN_PENALTY:g} and "
+                f"{MAX_PENALTY:g}), got {self.repetition_penalty}"
             )
         if self.repetition_window < 1:
             raise TextweaverError(f"repetition window must be at least 1, got {self.repetition_window}")
