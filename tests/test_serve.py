@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import inspect
 import json
+import re
 import socket
 import threading
 import time
@@ -426,3 +427,11 @@ def test_download_names_in_any_script_follow_rfc_6266() -> None:
         content_disposition('a "b"\\c.zip')
         == "attachment; filename=\"a _b__c.zip\"; filename*=UTF-8''a%20%22b%22%5Cc.zip"
     )
+
+
+def test_the_pages_declare_the_same_content_security_policy_as_the_servers_header() -> None:
+    """One policy: the header serve and the studio send, and the meta tag that guards a static export."""
+    for page in ("index.html", "studio.html"):
+        html = (server.WEB_DIR / page).read_text(encoding="utf-8")
+        meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
+        assert meta is not None and meta.group(1) == server.PAGE_CSP, page

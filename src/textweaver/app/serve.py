@@ -56,11 +56,14 @@ QUEUE = 8  # generations waiting for a worker; beyond that a request gets 503 + 
 RETRY_AFTER_S = 1
 TIMEOUT_S = 60.0  # per request, waiting for a worker included; a stream then ends with an `error` event
 MAX_BODY_BYTES = 64 * 1024  # a request body beyond this gets 413 before it is read whole
-CSP = (
+# the pages' policy, also in their <meta> tag (which guards a static export; tests/test_serve.py compares them);
+# the header adds what a meta tag cannot say: no framing
+PAGE_CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
     "style-src 'self'; img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'none'; "
-    "form-action 'none'; frame-ancestors 'none'"
+    "form-action 'none'"
 )
+CSP = PAGE_CSP + "; frame-ancestors 'none'"
 MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
 
 
