@@ -302,7 +302,7 @@ def test_the_page_samples_with_a_repetition_penalty_as_python_does(
     open_page: Callable[[str], PageRun], static_site: tuple[str, Path]
 ) -> None:
     """Sampled text cannot match (the page has its own random numbers), so compare the odds themselves:
-    sampling.js's probabilities in Chromium against sampling.py's, penalty and window included."""
+    sampling.js's probabilities in Chromium against generation/sampling.py's, penalty and window included."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.randn(1, 40, generator=gen) * 3  # positive and negative logits: divided and multiplied
     recent = [3, 3, 7, 12, 0, 25, 39, 7]  # repeated ids count once; <unk> (0) stays impossible
@@ -363,7 +363,7 @@ def test_the_served_page_sends_greedy_penalty_and_stop_to_the_api(
 def random_transformer(run: Path, positional: str) -> Path:
     """A float32 transformer (context 32) with random weights scaled so its logits spread over several
     units: what it writes depends on every token in its window and on their positions, so a window slid
-    in any other way than generate.py's writes other text within a few tokens."""
+    in any other way than generation/generator.py's writes other text within a few tokens."""
     text = SHAKESPEARE.read_text(encoding="utf-8")
     tokenizer = CharTokenizer(["<unk>", *sorted(set(text))])
     config = ModelConfig(kind="transformer", vocab_size=len(tokenizer), n_layer=2, n_embd=32, n_head=4, context=32,
@@ -399,7 +399,7 @@ def test_a_float32_transformer_in_the_page_writes_pythons_greedy_text_far_past_i
     open_page: Callable[[str], PageRun], positional: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """12 contexts long: worker.js rebuilds the key/value cache from the last 3/4 of the window every 8
-    tokens, as generate.py does; the page's text must be Python's, character for character (one token
+    tokens, as generation/generator.py does; the page's text must be Python's, character for character (one token
     each). Then a stop string typed as \\n (a line break) ends the text where Python's ends."""
     run = random_transformer(tmp_path / "run", positional)
     model = load(run)

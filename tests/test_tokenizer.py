@@ -553,7 +553,7 @@ TEXT = st.text(alphabet=st.sampled_from(list("ab.,西 \t\n\r\x1c\u3000👍")) | 
 def test_bpe_text_cut_where_corpus_cuts_chunks_encodes_like_the_whole(
     left: str, last: str, space: str, right: str
 ) -> None:
-    """corpus.py cuts chunks just after a non-space character that whitespace follows."""
+    """data/corpus.py cuts chunks just after a non-space character that whitespace follows."""
     head, tail = left + last, space + right
     tok = corpus_bpe()
     assert np.concatenate([tok.encode(head), tok.encode(tail)]).tolist() == tok.encode(head + tail).tolist()

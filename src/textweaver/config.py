@@ -39,7 +39,7 @@ EVALS_PER_BUDGET = 15
 EVAL_SHARE = 0.1
 
 
-NO_SOURCE = "none"  # --init-from none: random weights, even where a base would be the default (finetune.py)
+NO_SOURCE = "none"  # --init-from none: random weights, even where a base would be the default (training/finetune.py)
 
 
 @dataclass
@@ -130,7 +130,7 @@ def dropout_passes(width: int) -> float:
 @dataclass
 class TrainConfig:
     # model
-    model: str | None = None  # lstm | gru | transformer; None with no size options: autoconfig.py chooses
+    model: str | None = None  # lstm | gru | transformer; None with no size options: training/recipe.py chooses
     preset: str | None = None  # named size; None with explicit sizes or --model alone means DEFAULT_PRESET
     layers: int | None = None  # explicit size instead of a preset
     width: int | None = None
@@ -222,7 +222,7 @@ class TrainConfig:
 
     @property
     def automatic(self) -> bool:
-        """No model option was given: the recipe of ``autoconfig.py`` chooses the model and its training."""
+        """No model option was given: the recipe of ``training/recipe.py`` chooses the model and its training."""
         return self.model is None and self.preset is None and not (self.layers or self.width or self.heads)
 
     def resolved_preset(self) -> Preset:

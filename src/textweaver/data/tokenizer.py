@@ -53,7 +53,7 @@ BPE_VOCAB_SIZE = 4096
 BPE_MIN_VOCAB_SIZE = 257  # the 256 bytes and <unk>
 BPE_MIN_FREQUENCY = 2  # a pair of tokens seen once is not worth a token: the model could not learn it
 _MAX_CODEPOINT = 0x110000
-# Every character Python calls whitespace (str.isspace), i.e. where corpus.py may cut chunks.
+# Every character Python calls whitespace (str.isspace), i.e. where data/corpus.py may cut chunks.
 _SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 # bpe: a whitespace run and the non-space run after it (or whitespace closing the text). The pre-tokenizer
 # splits here before GPT-2's regex, so every such piece is tokenised alone exactly as in context: chunks cut

@@ -10,12 +10,12 @@ dynamic):
 
 Start from zeros (RNN) or an empty cache (P = 0) and feed each output state back. A transformer's
 P + 1 may not exceed its context: when the cache is full, rebuild it from the last 3/4 of the
-context by stepping through those tokens from an empty cache (``generate.py`` does the same in one
+context by stepping through those tokens from an empty cache (``generation/generator.py`` does the same in one
 batched pass). :class:`OnnxStepper` is that loop in Python; ``web/worker.js`` is the same in
 JavaScript.
 
 ``--format web`` adds the page (``web/``), the vendored onnxruntime-web and a ``config.json`` that
-tells the page to run the model in the browser; ``server.py`` serves the same page in server mode.
+tells the page to run the model in the browser; ``app/serve.py`` serves the same page in server mode.
 ``--quantize`` stores the large weight matrices as int8 (one scale per row) or float16; a Cast
 (and Mul) node restores float32 when the model loads, so the signature and the math stay float32.
 """
@@ -387,7 +387,7 @@ def rollout_max_error(
 ) -> float:
     """Largest |logit difference| between PyTorch and ONNX over a sampled rollout of ``steps`` tokens.
 
-    Both sides follow ``generate.py``'s window rule; PyTorch rebuilds a full cache in one pass, the
+    Both sides follow ``generation/generator.py``'s window rule; PyTorch rebuilds a full cache in one pass, the
     ONNX model by stepping, so the comparison covers the web page's way of sliding too.
     """
     config = ckpt.model_config

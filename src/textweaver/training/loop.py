@@ -7,7 +7,7 @@ on Ctrl-C / SIGTERM that saves first. ``resume=True`` continues ``RUN_DIR/last``
 (weights, optimizer, schedule position, RNG and data position) when it exists.
 
 Under ``torchrun`` the same loop runs in every process with DistributedDataParallel (see
-``distributed.py``): ranks agree on every decision each step, and only rank 0 writes.
+``training/distributed.py``): ranks agree on every decision each step, and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -441,7 +441,7 @@ def _resolve_recipe(
     ranks: distributed.Dist,
     source: finetune.Source | None = None,
 ) -> TrainConfig:
-    """Fill in what the user left open: with no model option, the recipe of ``autoconfig.py``; when
+    """Fill in what the user left open: with no model option, the recipe of ``training/recipe.py``; when
     fine-tuning, its schedule for the source's model; a model named alone (no size, no batch) with a
     time budget, its default size with the recipe's batch and warmup; else the preset's values. Then
     the precision. Options given explicitly always win."""

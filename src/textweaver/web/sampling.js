@@ -1,7 +1,7 @@
 // Choosing the next token, mirroring src/textweaver/generation/sampling.py: temperature (0 = greedy), top-k,
 // top-p, repetition penalty. Id 0 (<unk>) is never chosen, so output only holds vocabulary tokens.
 
-// sampling.py's bounds of the repetition penalty (beyond them the logits overflow) and its window.
+// generation/sampling.py's bounds of the repetition penalty (beyond them the logits overflow) and its window.
 export const LIMITS = { min_repetition_penalty: 1e-6, max_repetition_penalty: 1e6, repetition_window: 64 };
 
 // The logits as sampling._penalised leaves them: <unk> removed, and the tokens in `recent` (the last

@@ -1,6 +1,6 @@
 // The studio page (studio.html): texts in, trainings started and watched live, generation, downloads.
 //
-// Everything goes through the studio's JSON API (studio.py). Live training data arrives as server-sent
+// Everything goes through the studio's JSON API (app/studio/app.py). Live training data arrives as server-sent
 // events (one EventSource on /api/runs/NAME/events: it replays the run's history, then streams), and
 // generated text as a streamed fetch; the page never polls. Choices, defaults and limits come from the
 // server, declared there once: GET /api/studio (models, bases, budget, upload limit, weights) and the

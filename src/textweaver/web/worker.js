@@ -119,7 +119,7 @@ async function generate({ prompt, length, temperature, topK, topP, repetitionPen
   self.postMessage({ type: "done", tokens, seconds, stopped: stopRequested });
 }
 
-// Cuts the text at the stop string, holding back text that may be its beginning (generate.py's _StopWatch).
+// Cuts the text at the stop string, holding back text that may be its beginning (generation/generator.py's _StopWatch).
 class StopWatch {
   constructor(stop) {
     this.stop = stop || null;
@@ -161,7 +161,7 @@ function nextTask() {
   });
 }
 
-// Carries the recurrent state or the key/value cache between steps, like generate.py.
+// Carries the recurrent state or the key/value cache between steps, like generation/generator.py.
 class Stepper {
   constructor(session, model) {
     this.session = session;

@@ -1,6 +1,6 @@
 """``textweaver studio``: train, watch, generate and publish from one local web page.
 
-The page (web/studio.html) talks to this JSON API; the workspace on disk (``workspace.py``) holds the
+The page (web/studio.html) talks to this JSON API; the workspace on disk (``app/studio/workspace.py``) holds the
 texts and runs, and trainings run as separate ``textweaver train`` processes, one at a time.
 
 - ``GET /api/studio``: the choices (models, bases, built-in texts) and limits
