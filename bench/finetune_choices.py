@@ -34,7 +34,7 @@ from textweaver.run import checkpoint
 
 NANOGPT = SHARED / "baselines" / "nanogpt"
 RANDOM_ROWS = (
-    "import functools, runpy; from textweaver import finetune; "
+    "import functools, runpy; from textweaver.training import finetune; "
     "finetune.load_weights = functools.partial(finetune.load_weights, rows='random'); "
     "runpy.run_module('textweaver', run_name='__main__')"
 )

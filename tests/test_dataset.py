@@ -15,7 +15,7 @@ from textweaver.data.corpus import CorpusOptions
 from textweaver.data.dataset import DataOptions, EncodedCorpus, encode_file, prepare
 from textweaver.errors import TextweaverError
 
-SHAKESPEARE = Path(dataset.__file__).parent / "data" / "shakespeare.txt"
+SHAKESPEARE = Path(dataset.__file__).parent.parent / "assets" / "corpora" / "shakespeare.txt"
 
 
 def shakespeare(n_bytes: int, start: int = 0) -> str:

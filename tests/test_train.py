@@ -222,8 +222,8 @@ def test_a_second_writer_of_a_run_is_refused_until_the_first_dies_even_by_kill_9
     run = tmp_path / "r"
     train([SHAKESPEARE], run, max_steps=2, **TINY)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from textweaver import runlock\n"
-         "with runlock.held(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(600)",
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from textweaver.run import lock\n"
+         "with lock.held(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(600)",
          str(run / ".lock")], stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
