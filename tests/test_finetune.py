@@ -15,6 +15,7 @@ from textweaver.data.tokenizer import VocabCounter
 from textweaver.models import build_model
 from textweaver.run import checkpoint
 from textweaver.training.finetune import Source, load_weights
+from textweaver.training.recipe import FINETUNE_MAX_PASSES, Facts, Speed, finetune_passes
 
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
@@ -255,3 +256,36 @@ def test_a_plain_run_on_english_prose_starts_from_the_english_base_and_none_opts
     assert code == 0, err
     assert "starting from" not in out + err
     assert checkpoint.load(tmp_path / "scratch" / "last").train_config["init_from"] is None
+
+
+def test_a_fine_tuning_budget_that_buys_many_passes_trains_three_and_stops(
+    source: Path,
+    halves: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A base fine-tuned for many passes over a small corpus overfits it: a --max-time that buys more than
+    FINETUNE_MAX_PASSES ends after that many (an epoch budget, which --epochs overrides). The excerpt is far
+    too short for the rule's step floor, which is lowered here."""
+    monkeypatch.setattr("textweaver.training.recipe.FINETUNE_MIN_STEPS", 1)
+    tuned = train([halves[1]], tmp_path / "tuned", init_from=str(source), max_time=600, **FT)
+    assert tuned.stopped == "epochs" and tuned.elapsed < 300
+    saved = json.loads((tmp_path / "tuned" / "last" / "config.json").read_text(encoding="utf-8"))
+    assert saved["train"]["epochs"] == FINETUNE_MAX_PASSES and saved["train"]["max_time"] == 600
+    assert tuned.tokens >= FINETUNE_MAX_PASSES * saved["corpus"]["train_tokens"]
+    assert f"{FINETUNE_MAX_PASSES:g} passes: the budget buys ~" in capsys.readouterr().err
+    given = train([halves[1]], tmp_path / "given", init_from=str(source), max_time=600, epochs=1, **FT)
+    assert given.stopped == "epochs" and given.tokens < 2 * saved["corpus"]["train_tokens"]  # the user's --epochs
+
+
+def test_the_pass_limit_applies_to_time_budgets_that_buy_more_than_it() -> None:
+    speed = Speed(fp32=5_000.0, bf16=9_000.0)  # the faster one counts
+    facts = Facts(train_tokens=400_000, vocab_size=13_000, shortlist=1_200, budget_s=300.0, device="cpu")
+    passes, why = finetune_passes(facts, speed)  # ~6.8 passes
+    assert passes == FINETUNE_MAX_PASSES and "the budget buys ~7 over the corpus" in why
+    assert finetune_passes(dataclasses.replace(facts, budget_s=120.0), speed) == (None, "")  # ~2.7 passes
+    assert finetune_passes(dataclasses.replace(facts, budget_s=None), speed) == (None, "")  # a step or epoch budget
+    # Alice in Wonderland's 117K tokens: 3 passes would be 86 steps, under FINETUNE_MIN_STEPS: the time budget stays
+    short = dataclasses.replace(facts, train_tokens=117_000, budget_s=120.0)  # ~9 passes
+    assert finetune_passes(short, speed) == (None, "")

@@ -470,7 +470,12 @@ def _resolve_recipe(
     precision = None if config.precision == "auto" else config.precision
     if source is not None:
         recipe = autoconfig.finetune_model(source.checkpoint.model_config, facts.vocab_size)
-        recipe = autoconfig.choose_schedule(recipe, facts, speed_of(config), precision)
+        speed = speed_of(config)
+        passes, why = autoconfig.finetune_passes(facts, speed)
+        if passes is not None:  # an epoch budget from here on: its schedule and batch (the time budget still caps it)
+            config, facts = dataclasses.replace(config, epochs=passes), dataclasses.replace(facts, budget_s=None)
+            recipe.reasons.append(why)
+        recipe = autoconfig.choose_schedule(recipe, facts, speed, precision)
         return _apply(config, recipe)
     if not config.automatic:
         preset = config.resolved_preset()

@@ -42,6 +42,11 @@ FEW_PASSES = 6.0
 # (measured: docs/finetuning.md, "The defaults, measured"; the large-vocabulary rate on the 40M-character
 # Chinese base: 2e-3 and 5e-3 within 0.3% of each other, 1e-2 2% worse)
 FINETUNE_LR = 1e-3
+# a fine-tuning run whose time budget buys more passes over the corpus than FINETUNE_MAX_PASSES trains that many
+# and stops (the base overfits the new text past them), when they still make FINETUNE_MIN_STEPS steps of
+# MAX_BATCH_TOKENS (a short corpus gets the time budget, with smaller steps and dropout, instead): measured in
+# docs/finetuning.md, "How long to fine-tune"
+FINETUNE_MAX_PASSES, FINETUNE_MIN_STEPS = 3.0, 200
 FINETUNE_LR_LARGE_VOCAB = 3e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
 # bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
@@ -127,6 +132,23 @@ def finetune_model(source: ModelConfig, vocab_size: int) -> Recipe:
         + (f"; {vocab_size:,} tokens, each embedding row is updated rarely" if large_vocab else "")
     )
     return recipe
+
+
+def finetune_passes(facts: Facts, speed: Speed) -> tuple[float | None, str]:
+    """The passes a fine-tuning run stops after (None: its time budget buys no more than FINETUNE_MAX_PASSES,
+    or the corpus is too short for them to make FINETUNE_MIN_STEPS steps) and the reason."""
+    if facts.budget_s is None:
+        return None, ""
+    passes = max(speed.fp32, speed.bf16) * facts.world_size * facts.budget_s / max(facts.train_tokens, 1)
+    if (
+        passes <= FINETUNE_MAX_PASSES
+        or FINETUNE_MAX_PASSES * facts.train_tokens < FINETUNE_MIN_STEPS * MAX_BATCH_TOKENS
+    ):
+        return None, ""
+    return FINETUNE_MAX_PASSES, (
+        f"{FINETUNE_MAX_PASSES:g} passes: the budget buys ~{passes:.0f} over the corpus, and a base fine-tuned past "
+        f"{FINETUNE_MAX_PASSES:g} overfits it (--epochs N for more)"
+    )
 
 
 def choose_head(facts: Facts, kind: str) -> tuple[list[int], str]:
