@@ -41,11 +41,7 @@ def machine() -> dict[str, Any]:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process: VmHWM, which (unlike ru_maxrss) a process started by fork + exec
     does not inherit from its parent."""
-    return own_peak_kib() / 1024
-
-
-def own_peak_kib() -> int:
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 
 
 def run_command(cmd: list[str]) -> subprocess.CompletedProcess[str]:

@@ -81,7 +81,7 @@ def main() -> None:
             cfg = ModelConfig(kind=kind, vocab_size=len(VOCAB), n_layer=p.n_layer, n_embd=p.n_embd,
                               n_head=p.n_head, context=p.context)  # fmt: skip
             model = build_model(cfg).eval()
-            generator = Generator(model, tokenizer, [], torch.device("cpu"))
+            generator = Generator(model, tokenizer, [], torch.device("cpu"), frozen=True)
             rows.append(measure(f"{kind} {preset}", generator, num_parameters(model), args.length))
             print(rows[-1], flush=True)
     for run in args.run:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 STEP_PROBE = textwrap.dedent("""
     import json, sys, time, torch, torch.nn.functional as F
-    PEAK_KIB = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    from bench.common import peak_rss_mib  # run from the repository root, as python -m bench.throughput is
     from textweaver.config import PRESETS, ModelConfig
     from textweaver.models import build_model
     kind, preset, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -38,12 +38,12 @@ STEP_PROBE = textwrap.dedent("""
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     dt = (time.perf_counter() - start) / steps
     print(json.dumps({"tokens_per_s": p.batch_size * p.context / dt, "ms_per_step": dt * 1000,
-                      "peak_rss_mib": PEAK_KIB() / 1024}))
+                      "peak_rss_mib": peak_rss_mib()}))
 """)
 
 ENCODE_PROBE = textwrap.dedent("""
     import json, sys, time
-    PEAK_KIB = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    from bench.common import peak_rss_mib  # run from the repository root, as python -m bench.throughput is
     from pathlib import Path
     from textweaver.data.corpus import resolve_paths
     from textweaver.data.dataset import DataOptions, prepare
@@ -52,7 +52,7 @@ ENCODE_PROBE = textwrap.dedent("""
     dt = time.perf_counter() - start
     size = Path(sys.argv[1]).stat().st_size
     print(json.dumps({"mb_per_s": size / 1e6 / dt, "seconds": dt, "tokens": len(data.train) + len(data.val),
-                      "peak_rss_mib": PEAK_KIB() / 1024}))
+                      "peak_rss_mib": peak_rss_mib()}))
 """)
 
 

@@ -133,7 +133,8 @@ def build(
 ) -> int:
     files, options, first = stage(base, corpus_dir)
     if more:  # a finished first stage trained further: a fresh optimizer, rewarmed to the second stage's rate
-        assert first is None and start is not None, "--more continues a leave-one-out stage: give --from RUN"
+        if first is not None or start is None:
+            raise SystemExit("--more trains a leave-one-out stage further: name it (chinese-loo...) and --from RUN")
         options = [*TRAIN, "--lr", STAGE_2_LR, "--warmup-steps", "100", "--max-steps", str(more),
                    "--init-from", str(start)]  # fmt: skip
         start = None

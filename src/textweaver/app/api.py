@@ -64,7 +64,7 @@ class TextModel:
         self.device = device
         self.model = ckpt.build_model(device)
         self.tokenizer = ckpt.tokenizer
-        self.generator = Generator(self.model, self.tokenizer, ckpt.prompts, device)
+        self.generator = Generator(self.model, self.tokenizer, ckpt.prompts, device, frozen=True)
 
     def random_prompt(self, seed: int | None = None) -> str:
         """A start sentence drawn from the training corpus."""

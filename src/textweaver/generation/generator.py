@@ -66,12 +66,18 @@ class GenerationRequest:
 class Generator:
     """Holds a model, its tokenizer and the corpus start sentences; makes text on request."""
 
-    def __init__(self, model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], device: torch.device) -> None:
+    def __init__(
+        self, model: LanguageModel, tokenizer: Tokenizer, prompts: list[str], device: torch.device, frozen: bool = False
+    ) -> None:
+        """``frozen``: the model's weights never change (a loaded checkpoint), so an RNN's step weights are
+        prepared once; else afresh for every generation (samples during training: an optimizer step is not
+        visible to a cache, fused AdamW leaves the parameters' version counters as they were)."""
         self.model, self.tokenizer, self.prompts, self.device = model, tokenizer, prompts, device
+        self.frozen = frozen
         self.is_transformer = model.config.kind == "transformer"
         # a wide RNN on the CPU steps with int8 cell weights (models/rnn.py); set False for exact float32
         self.int8 = not self.is_transformer and device.type == "cpu" and model.config.n_embd >= INT8_MIN_WIDTH
-        self._weights: tuple[tuple[Any, ...], CellWeights] | None = None
+        self._weights: tuple[bool, CellWeights] | None = None  # (int8, weights) of a frozen model
 
     def random_prompt(self, seed: int | None = None) -> str:
         if not self.prompts:
@@ -162,11 +168,11 @@ class Generator:
                 cached += 1
 
     def _cell_weights(self, rnn: RNNLanguageModel) -> CellWeights:
-        """The step weights, prepared once and reused until a parameter changes (training samples between
-        optimizer steps; a loaded model never changes, and int8 packing costs ~10-40 ms)."""
-        key = (self.int8, *((id(p), p._version) for p in rnn.parameters()))
-        if self._weights is None or self._weights[0] != key:
-            self._weights = (key, rnn.cell_weights(int8=self.int8))
+        """The step weights: prepared once for a frozen model (int8 packing costs ~10-40 ms), else per generation."""
+        if not self.frozen:
+            return rnn.cell_weights(int8=self.int8)
+        if self._weights is None or self._weights[0] != self.int8:
+            self._weights = (self.int8, rnn.cell_weights(int8=self.int8))
         return self._weights[1]
 
     def _read_prompt(self, ids: torch.Tensor, batch: int) -> tuple[torch.Tensor, Any, int]:

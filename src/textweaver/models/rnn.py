@@ -109,13 +109,8 @@ class RNNLanguageModel(nn.Module):
     @torch.no_grad()
     def step(self, token: torch.Tensor, state: RNNState | None) -> tuple[torch.Tensor, RNNState]:
         """Logits ``(B, V)`` for the next token after ``token`` ``(B,)``; O(1) per token."""
-        batch, layers = token.shape[0], self.config.n_layer
-        if state is None:
-            zeros = self.embed.weight.new_zeros(layers, batch, self.config.n_embd)
-            state = (zeros, zeros) if self.config.kind == "lstm" else (zeros,)
-        cells = [list(t.unbind(0)) for t in state]
-        logits = self.step_cells(token, cells, self.cell_weights(gate_table=False))
-        return logits, tuple(torch.stack(c) for c in cells)
+        logits, new_state = self(token[:, None], state)  # (B, 1, V): one token of the forward pass
+        return logits[:, 0], new_state
 
     def step_cells(self, token: torch.Tensor, cells: list[list[torch.Tensor]], weights: CellWeights) -> torch.Tensor:
         """:meth:`step` for generation loops: ``cells`` is ``[h per layer]`` (GRU) or ``[h per layer,
@@ -149,18 +144,17 @@ class RNNLanguageModel(nn.Module):
         return self.output(x)
 
     @torch.no_grad()
-    def cell_weights(self, int8: bool = False, gate_table: bool = True) -> CellWeights:
+    def cell_weights(self, int8: bool = False) -> CellWeights:
         """The weights :meth:`step_cells` runs with; take them afresh whenever the model may have changed.
 
         The first layer's input gates depend on the token alone, so with a small enough vocabulary they are
-        one precomputed row per token (``embed @ w_ih.T + b_ih``: a lookup instead of a matrix product;
-        ``gate_table=False`` skips it for a single step).
+        one precomputed row per token (``embed @ w_ih.T + b_ih``: a lookup instead of a matrix product).
         With ``int8`` the remaining cell matrices are stored in int8 (:class:`Int8Matrix`).
         """
         layers = [tuple(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh per layer
         w_ih, w_hh, b_ih, b_hh = layers[0]
         lstm, vocab, gates = self.config.kind == "lstm", self.config.vocab_size, w_ih.shape[0]
-        gate_table = gate_table and vocab * gates * w_ih.element_size() <= GATE_TABLE_MAX_BYTES
+        gate_table = vocab * gates * w_ih.element_size() <= GATE_TABLE_MAX_BYTES
         if gate_table:  # (V, G); an LSTM's hidden bias joins it (a GRU's stays with h, under the reset gate)
             table = torch.addmm(b_ih + b_hh if lstm else b_ih, self.embed.weight, w_ih.T)
         else:
