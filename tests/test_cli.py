@@ -277,7 +277,7 @@ def test_bad_prompt_files_and_outputs_get_one_line(
 
 def test_precision_help_quotes_the_recipes_bf16_threshold(capsys: pytest.CaptureFixture[str]) -> None:
     """The help states the constant the recipe uses, not a copy of it (a copy said 1.15x while the code said 1.1x)."""
-    from textweaver.training.recipe import BF16_MIN_SPEEDUP
+    from textweaver.config import BF16_MIN_SPEEDUP
 
     code, out, _ = run_cli(["train", "--help"], capsys)
     assert code == 0
@@ -307,3 +307,23 @@ def test_the_cli_defaults_are_the_dataclasses_defaults(command: str, classes: li
         assert given == defaults[option.name], (
             f"--{option.name}: the CLI says {given!r}, the dataclass {defaults[option.name]!r}"
         )
+
+
+@pytest.mark.parametrize(
+    ("command", "classes", "internal"),
+    [
+        ("train", [TrainConfig], {"cutoffs", "min_lr_ratio", "sample_temperatures", "extra"}),
+        ("generate", [GenerationRequest, SamplingOptions], {"sampling", "repetition_window"}),
+    ],
+)
+def test_each_option_is_declared_once_on_its_dataclass_field(
+    command: str, classes: list[type], internal: set[str]
+) -> None:
+    """The command's options are built from the fields (config.option): flag, help and default written once, so a
+    new option is one field; the fields that are no option are named here."""
+    params = {p.name: p for p in typer.main.get_command(app).commands[command].params}  # type: ignore[attr-defined]
+    fields = [f for cls in classes for f in dataclasses.fields(cls)]
+    assert {f.name for f in fields if "option" not in f.metadata} == internal
+    for f in fields:
+        if "option" in f.metadata:
+            assert params[f.name].help == f.metadata["option"].help, f.name

@@ -39,7 +39,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny LSTM evaluated three times (steps 20, 40, 60): three records, three sets of samples."""
     out = tmp_path_factory.mktemp("report-runs") / "tiny"
     with pytest.MonkeyPatch.context() as patch:  # only the evaluations' records, however slow the machine
-        patch.setattr(importlib.import_module("textweaver.training.loop"), "PROGRESS_EVERY_S", math.inf)
+        patch.setattr(importlib.import_module("textweaver.training.hooks"), "PROGRESS_EVERY_S", math.inf)
         train([SHAKESPEARE], out, model="lstm", max_steps=60, **{**TINY, "eval_every": 20})
     return out
 

@@ -34,7 +34,7 @@ def test_progress_is_recorded_between_evaluations_without_validation_figures(
 
     from textweaver.run import log as runlog
 
-    monkeypatch.setattr(sys.modules["textweaver.training.loop"], "PROGRESS_EVERY_S", 0.0)  # every step
+    monkeypatch.setattr(sys.modules["textweaver.training.hooks"], "PROGRESS_EVERY_S", 0.0)  # every step
     assert runlog.PROGRESS_EVERY_S > 0
     train([SHAKESPEARE], tmp_path / "r", max_steps=6, **{**TINY, "eval_every": 3})
     records = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
@@ -267,7 +267,7 @@ def test_every_process_must_resume_from_the_same_checkpoint(
     tmp_path: Path, mine: tuple[bool, int], other: tuple[bool, int], refused: bool
 ) -> None:
     from textweaver.training.distributed import Dist
-    from textweaver.training.loop import _agree_on_checkpoint
+    from textweaver.training.setup import agree_on_checkpoint
 
     class TwoRanks(Dist):
         def max(self, values: list[float]) -> list[float]:  # the other rank holds `other`
@@ -277,9 +277,9 @@ def test_every_process_must_resume_from_the_same_checkpoint(
     ranks = TwoRanks(rank=0, world_size=2)
     if refused:
         with pytest.raises(TextweaverError, match="not every process sees the same checkpoint.*shares"):
-            _agree_on_checkpoint(*mine, tmp_path, ranks)
+            agree_on_checkpoint(*mine, tmp_path, ranks)
     else:
-        _agree_on_checkpoint(*mine, tmp_path, ranks)
+        agree_on_checkpoint(*mine, tmp_path, ranks)
 
 
 def test_resume_without_a_checkpoint_starts_fresh_and_says_so(
@@ -363,7 +363,7 @@ def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
     """The budget rule: 3 s at 1M tokens/s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is
     chosen (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is
     left alone. The speed is fixed and the decision taken at step 1, so a busy machine cannot change it."""
-    monkeypatch.setattr(importlib.import_module("textweaver.training.loop"), "AUTO_DROPOUT_AFTER_STEPS", 1)
+    monkeypatch.setattr(importlib.import_module("textweaver.training.hooks"), "AUTO_DROPOUT_AFTER_STEPS", 1)
     monkeypatch.setattr(RunState, "tokens_per_s", lambda self: 1e6)
     train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
     assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err
@@ -385,12 +385,12 @@ def test_a_wider_model_gets_dropout_from_fewer_passes() -> None:
 
     from textweaver.config import TrainConfig
     from textweaver.training.distributed import Dist
-    from textweaver.training.loop import _budget_dropout
+    from textweaver.training.hooks import dropout_for_budget
 
     def chosen(width: int, passes: float) -> float:
         # 1 s into a 100 s budget at 10,000 tokens/s: ~1M tokens bought in all
         s = RunState(tokens=10_000, segment_tokens=10_000, segment_start=time.monotonic() - 1.0)
-        return _budget_dropout(TrainConfig(max_time=100.0), s, int(1_000_000 / passes), width, Dist(), Console())
+        return dropout_for_budget(TrainConfig(max_time=100.0), s, int(1_000_000 / passes), width, Dist(), Console())
 
     assert [chosen(w, 6.0) for w in (128, 256, 384, 512)] == [0.0, 0.0, 0.2, 0.2]
     assert chosen(128, 12.0) == chosen(256, 12.0) == 0.2  # narrower models keep the 10-pass threshold

@@ -127,54 +127,139 @@ def dropout_passes(width: int) -> float:
     return AUTO_DROPOUT_EPOCHS * min(1.0, (AUTO_DROPOUT_WIDTH / width) ** 2)
 
 
+DEFAULT_MAX_TIME = 300.0  # seconds of training when no budget at all (--max-time, --max-steps, --epochs) is given
+# the recipe's thresholds that the options' help states (training/recipe.py applies them)
+BF16_MIN_SPEEDUP = 1.1  # precision auto: bf16 autocast when calibration measures it at least this much faster
+ADAPTIVE_FROM_VOCAB = 8192  # softmax auto: an RNN's output layer is an adaptive softmax from this vocabulary size
+BUILTINS = ", ".join("builtin:" + name for name in PRETRAINED)
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a :class:`TrainConfig` field appears on the command line: ``textweaver train`` builds one
+    option per field that has one (app/cli.py), its default the field's."""
+
+    help: str
+    flags: tuple[str, ...] = ()  # default: --the-field-name (a bool: --name/--no-name)
+    duration: bool = False  # typed as 90s, 5m or 1h30m (parse_duration), stored in seconds
+    show_default: bool = True  # False where the help says what an unset option means
+
+
+def option(default: Any, help: str, **how: Any) -> Any:
+    return field(default=default, metadata={"option": Option(help, **how)})
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as --max-time takes it: 5m, 90s."""
+    return f"{seconds / 60:g}m" if seconds % 60 == 0 else f"{seconds:g}s"
+
+
+AUTOMATIC = "Default: chosen automatically, else the preset's."
+
+
 @dataclass
 class TrainConfig:
     # model
-    model: str | None = None  # lstm | gru | transformer; None with no size options: training/recipe.py chooses
-    preset: str | None = None  # named size; None with explicit sizes or --model alone means DEFAULT_PRESET
-    layers: int | None = None  # explicit size instead of a preset
-    width: int | None = None
-    heads: int | None = None
-    context: int | None = None  # None: the preset's
-    dropout: float | None = None  # None: the budget rule (AUTO_DROPOUT) decides once training runs
-    positional: str = "rotary"
-    softmax: str = "auto"  # RNN output layer: auto (adaptive for large vocabularies) | full | adaptive
+    model: str | None = option(
+        None, f"Model type: {', '.join(MODEL_KINDS)}. Default: with no model option at all, the model, its size, "
+        "context, batch, learning rate and precision are chosen from the corpus, the budget and this machine's "
+        f"measured speed (printed as 'auto:'); with size options alone, {DEFAULT_MODEL}.", show_default=False,
+    )  # fmt: skip
+    preset: str | None = option(
+        None, f"Named size: tiny, small, medium, large (see 'textweaver presets'). Default: {DEFAULT_PRESET}, "
+        "unless explicit sizes are given.", show_default=False,
+    )  # fmt: skip
+    layers: int | None = option(None, "Explicit number of layers (instead of --preset).", show_default=False)
+    width: int | None = option(None, "Explicit embedding/hidden width (instead of --preset).", show_default=False)
+    heads: int | None = option(
+        None, "Explicit attention heads, transformer only (instead of --preset).", show_default=False
+    )
+    context: int | None = option(
+        None, "Tokens per training window: the transformer's attention span, the RNN's BPTT length. " + AUTOMATIC,
+        show_default=False,
+    )  # fmt: skip
+    dropout: float | None = option(
+        None, f"Dropout between layers, 0-0.9. Default: {AUTO_DROPOUT} when --max-time buys more than "
+        f"{AUTO_DROPOUT_EPOCHS:g} passes over the corpus (fewer for models wider than {AUTO_DROPOUT_WIDTH}: "
+        f"{dropout_passes(384):.1f} at 384; judged from the run's own speed after {AUTO_DROPOUT_AFTER_STEPS} "
+        "steps), else 0.", show_default=False,
+    )  # fmt: skip
+    positional: str = option("rotary", "Transformer positions: rotary or learned.")
+    softmax: str = option(
+        "auto", f"RNN output layer: auto (an adaptive softmax from a vocabulary of {ADAPTIVE_FROM_VOCAB:,} tokens, "
+        "e.g. Chinese), full, or adaptive.",
+    )  # fmt: skip
     cutoffs: list[int] | None = None  # the adaptive softmax's boundaries, resolved from `softmax` ([] = full)
-    init_from: str | None = None  # fine-tuning: a run, checkpoint or builtin:NAME to start from; none: random weights
+    init_from: str | None = option(
+        None, f"Fine-tune: start from this model (a run or checkpoint folder, or {BUILTINS}) instead of random "
+        "weights. Its architecture, level and vocabulary are kept; the corpus's new characters or words are added. "
+        f"Not with model options. Default: the base of the corpus's language where it measures better; "
+        f"{NO_SOURCE}: random weights.", show_default=False,
+    )  # fmt: skip
     # data
-    level: str = "char"  # char | word | bpe (byte-level subwords learned from the corpus)
-    vocab_size: int | None = None  # word: keep the N most frequent tokens (10000); bpe: learn up to N (4096)
-    val_fraction: float = 0.1  # last fraction of every file held out for validation
-    lowercase: bool = False
-    normalize: str | None = None  # Unicode form such as NFKC; None keeps the text untouched
-    encoding: str = "utf-8"
-    errors: str = "strict"  # strict | replace | ignore
-    glob: str = "*.txt"  # which files to take from a directory
+    level: str = option(
+        "char", "Tokens: char (every Unicode character), word (words, punctuation and spaces) or bpe (byte-level "
+        "subwords learned from the corpus: shorter sequences, never an unknown token).",
+    )  # fmt: skip
+    vocab_size: int | None = option(
+        None, "Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000. bpe: the "
+        "vocabulary to learn (at most; at least 257). Default 4096.", show_default=False,
+    )  # fmt: skip
+    val_fraction: float = option(0.1, "Fraction at the end of every file held out for validation.")
+    lowercase: bool = option(
+        False, "Lower-case the text first (prompts too). Off: text is used exactly as written.", flags=("--lowercase",)
+    )
+    normalize: str | None = option(
+        None, "Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False
+    )
+    encoding: str = option(
+        "utf-8", "Encoding of the corpus files (utf-8, gb18030, big5, latin-1 ...), or auto: detect each file's "
+        "(charset-normalizer) and print what it chose.",
+    )  # fmt: skip
+    errors: str = option("strict", "On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")
+    glob: str = option("*.txt", "Which files to take from a folder.")
     # optimisation
-    batch_size: int | None = None  # None: the preset's
-    lr: float | None = None  # peak learning rate; None: the preset's
+    batch_size: int | None = option(None, "Windows per step. " + AUTOMATIC, show_default=False)
+    lr: float | None = option(None, "Peak learning rate (AdamW). " + AUTOMATIC, show_default=False)
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * this
-    warmup_steps: int | None = None  # None: the recipe's (5% of the expected steps, at most 100)
-    weight_decay: float = 0.1  # AdamW, on matrices only
-    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
+    warmup_steps: int | None = option(
+        None, "Steps of linear learning-rate warmup before the cosine decay. Default: 5% of the expected steps "
+        "(10-100) when chosen automatically, else 100.", show_default=False,
+    )  # fmt: skip
+    weight_decay: float = option(0.1, "AdamW weight decay on weight matrices.")
+    grad_clip: float = option(1.0, "Clip the global gradient norm to this (0: off).")
     # stopping
-    max_time: float | None = None  # seconds of training (evaluation included)
-    max_steps: int | None = None
-    epochs: float | None = None  # passes over the training tokens
-    patience: int | None = None  # stop after this many evaluations without a better val loss
+    max_time: float | None = option(
+        None, f"Training time budget, e.g. 90s, 5m, 1h30m. Default {format_duration(DEFAULT_MAX_TIME)} when no other "
+        "limit is given.", duration=True, show_default=False,
+    )  # fmt: skip
+    max_steps: int | None = option(None, "Stop after this many optimizer steps.", show_default=False)
+    epochs: float | None = option(None, "Stop after this many passes over the training tokens.", show_default=False)
+    patience: int | None = option(
+        None, "Stop after this many evaluations without a better validation loss.", show_default=False
+    )
     # evaluation, samples, checkpoints
-    eval_every: int = 500  # steps between evaluations (each also writes a checkpoint)
-    eval_tokens: int = 131072  # validation tokens scored per evaluation (the first ones)
-    sample_length: int = 200
+    eval_every: int = option(
+        500, "Steps between evaluations; each prints samples and writes a checkpoint. Default: with --max-time "
+        f"alone, by time instead (~{EVALS_PER_BUDGET} evaluations over the budget, at most {EVAL_SHARE:.0%} of it "
+        "spent evaluating); else 500.",
+    )  # fmt: skip
+    eval_tokens: int = option(131072, "Validation tokens scored per evaluation.")
+    sample_length: int = option(200, "Tokens per sample printed at each evaluation.")
     sample_temperatures: tuple[float, ...] = (0.2, 0.5, 1.0)
-    checkpoint_every: float = 300.0  # seconds between checkpoints even without evaluation
+    checkpoint_every: float = option(300.0, "Also write a checkpoint at least this often, e.g. 5m.", duration=True)
     # runtime
-    seed: int = 1337
-    device: str = "auto"  # auto | cpu | cuda | mps
-    compile: bool = False
-    precision: str = "auto"  # auto: bf16 autocast where it measures faster (weights stay float32) | fp32 | bf16
-    threads: int | None = None
-    tensorboard: bool = True
+    seed: int = option(1337, "Random seed; the same seed repeats a CPU run exactly.")
+    device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
+    compile: bool = option(
+        False, "Compile the model with torch.compile (slower start, may train faster).", flags=("--compile",)
+    )
+    precision: str = option(
+        "auto", f"auto (bf16 autocast when it measures at least {BF16_MIN_SPEEDUP:g}x faster here), fp32 or bf16. "
+        "Weights and checkpoints stay float32 either way.",
+    )  # fmt: skip
+    threads: int | None = option(None, "CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)
+    tensorboard: bool = option(True, "Write TensorBoard scalars to RUN_DIR/tensorboard.")
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def validate(self) -> None:

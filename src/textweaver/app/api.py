@@ -77,8 +77,8 @@ class TextModel:
         temperature: float = SamplingOptions.temperature,
         top_k: int | None = None,
         top_p: float | None = None,
-        repetition_penalty: float = 1.0,
-        num_samples: int = 1,
+        repetition_penalty: float = SamplingOptions.repetition_penalty,
+        num_samples: int = GenerationRequest.num_samples,
         seed: int | None = None,
         stop: str | None = None,
     ) -> GenerationRequest:

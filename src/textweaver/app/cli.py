@@ -5,8 +5,12 @@ Errors caused by input print one line (``textweaver: error: ...``) and exit with
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import sys
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,27 +19,18 @@ import typer
 from textweaver import __version__
 from textweaver.app.studio.workspace import DEFAULT_WORKSPACE, MAX_UPLOAD
 from textweaver.config import (
-    AUTO_DROPOUT,
-    AUTO_DROPOUT_AFTER_STEPS,
-    AUTO_DROPOUT_EPOCHS,
-    AUTO_DROPOUT_WIDTH,
-    DEFAULT_MODEL,
-    DEFAULT_PRESET,
-    EVAL_SHARE,
-    EVALS_PER_BUDGET,
-    MODEL_KINDS,
+    BUILTINS,
     PRESETS,
-    PRETRAINED,
     ModelConfig,
+    Option,
     TrainConfig,
-    dropout_passes,
+    format_duration,
     parse_duration,
 )
 from textweaver.errors import TextweaverError
 from textweaver.generation.generator import GenerationRequest
 from textweaver.generation.sampling import SamplingOptions
 from textweaver.report.report import REPORT_FILE, after_training, write_report
-from textweaver.training.recipe import BF16_MIN_SPEEDUP
 
 app = typer.Typer(
     name="textweaver",
@@ -49,7 +44,6 @@ app = typer.Typer(
 
 # Typer may bundle its own copy of click, so take click's exception classes from Typer itself.
 UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
-BUILTINS = ", ".join("builtin:" + name for name in PRETRAINED)
 RunDir = Annotated[
     str,
     typer.Argument(
@@ -77,7 +71,44 @@ def _root(
 USER_SOURCES = ("COMMANDLINE", "ENVIRONMENT", "PROMPT")  # where an option the user gave comes from
 
 
+def config_options(*classes: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one option per field of the dataclasses ``classes`` that declares one (``config.option``):
+    its flag, help and default come from the field, so an option is declared once. The command takes them
+    as ``**options`` (durations still as typed), placed before its own keyword options in --help."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())
+        fixed = [p for p in own if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+        keywords = [p.replace(kind=p.KEYWORD_ONLY) for p in own if p not in fixed and p.kind is not p.VAR_KEYWORD]
+        generated = []
+        for owner, f in ((c, f) for c in classes for f in dataclasses.fields(c)):
+            how: Option | None = f.metadata.get("option")
+            if how is None:
+                continue
+            kind: Any = typing.get_type_hints(owner)[f.name]
+            default: Any = f.default
+            if how.duration:  # typed as text: 90s, 5m, 1h30m
+                kind, default = str | None, None if default is None else format_duration(default)
+            flag = typer.Option(*how.flags, help=how.help, show_default=how.show_default)
+            generated.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                               annotation=Annotated[kind, flag]))  # fmt: skip
+        command.__signature__ = inspect.Signature([*fixed, *generated, *keywords])  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def config_values(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` as ``config_options`` received them, durations read into seconds."""
+    durations = {f.name for f in dataclasses.fields(cls) if getattr(f.metadata.get("option"), "duration", False)}
+    return {
+        name: parse_duration(value, "--" + name.replace("_", "-")) if name in durations and value is not None else value
+        for name, value in options.items()
+    }
+
+
 @app.command()
+@config_options(TrainConfig)
 def train(
     ctx: typer.Context,
     corpus: Annotated[
@@ -89,174 +120,6 @@ def train(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Run directory for checkpoints, logs and samples.", show_default=False)
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Model type: {', '.join(MODEL_KINDS)}. Default: with no model option at all, the model, its size, "
-            "context, batch, learning rate and precision are chosen from the corpus, the budget and this machine's "
-            f"measured speed (printed as 'auto:'); with size options alone, {DEFAULT_MODEL}.",
-            show_default=False,
-        ),
-    ] = None,
-    preset: Annotated[
-        str | None,
-        typer.Option(
-            help=f"Named size: tiny, small, medium, large (see 'textweaver presets'). "
-            f"Default: {DEFAULT_PRESET}, unless explicit sizes are given.",
-            show_default=False,
-        ),
-    ] = None,
-    layers: Annotated[
-        int | None, typer.Option(help="Explicit number of layers (instead of --preset).", show_default=False)
-    ] = None,
-    width: Annotated[
-        int | None, typer.Option(help="Explicit embedding/hidden width (instead of --preset).", show_default=False)
-    ] = None,
-    heads: Annotated[
-        int | None,
-        typer.Option(help="Explicit attention heads, transformer only (instead of --preset).", show_default=False),
-    ] = None,
-    context: Annotated[
-        int | None,
-        typer.Option(
-            help="Tokens per training window: the transformer's attention span, the RNN's BPTT length. "
-            "Default: chosen automatically, else the preset's.",
-            show_default=False,
-        ),
-    ] = None,
-    dropout: Annotated[
-        float | None,
-        typer.Option(
-            help=f"Dropout between layers, 0-0.9. Default: {AUTO_DROPOUT} when --max-time buys more than "
-            f"{AUTO_DROPOUT_EPOCHS:g} passes over the corpus (fewer for models wider than {AUTO_DROPOUT_WIDTH}: "
-            f"{dropout_passes(384):.1f} at 384; judged from the run's own speed after {AUTO_DROPOUT_AFTER_STEPS} "
-            "steps), else 0.",
-            show_default=False,
-        ),
-    ] = None,
-    positional: Annotated[str, typer.Option(help="Transformer positions: rotary or learned.")] = "rotary",
-    softmax: Annotated[
-        str,
-        typer.Option(
-            help="RNN output layer: auto (an adaptive softmax from a 2,000-token vocabulary, e.g. Chinese), "
-            "full, or adaptive."
-        ),
-    ] = "auto",
-    level: Annotated[
-        str,
-        typer.Option(
-            help="Tokens: char (every Unicode character), word (words, punctuation and spaces) or bpe (byte-level "
-            "subwords learned from the corpus: shorter sequences, never an unknown token)."
-        ),
-    ] = "char",
-    vocab_size: Annotated[
-        int | None,
-        typer.Option(
-            help="Word level: keep this many most frequent tokens, the rest become <unk>. Default 10000. "
-            "bpe: the vocabulary to learn (at most; at least 257). Default 4096.",
-            show_default=False,
-        ),
-    ] = None,
-    val_fraction: Annotated[
-        float, typer.Option(help="Fraction at the end of every file held out for validation.")
-    ] = 0.1,
-    lowercase: Annotated[
-        bool,
-        typer.Option(
-            "--lowercase", help="Lower-case the text first (prompts too). Off: text is used exactly as written."
-        ),
-    ] = False,
-    normalize: Annotated[
-        str | None,
-        typer.Option(
-            help="Unicode normalisation of text and prompts: NFC, NFD, NFKC or NFKD. Default: none.", show_default=False
-        ),
-    ] = None,
-    encoding: Annotated[
-        str,
-        typer.Option(
-            help="Encoding of the corpus files (utf-8, gb18030, big5, latin-1 ...), or auto: detect each "
-            "file's (charset-normalizer) and print what it chose."
-        ),
-    ] = "utf-8",
-    errors: Annotated[
-        str, typer.Option(help="On invalid bytes: strict (stop with an error), replace (use U+FFFD) or ignore.")
-    ] = "strict",
-    glob: Annotated[str, typer.Option(help="Which files to take from a folder.")] = "*.txt",
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Windows per step. Default: chosen automatically, else the preset's.", show_default=False),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Peak learning rate (AdamW). Default: chosen automatically, else the preset's.", show_default=False
-        ),
-    ] = None,
-    warmup_steps: Annotated[
-        int | None,
-        typer.Option(
-            help="Steps of linear learning-rate warmup before the cosine decay. Default: 5% of the expected steps "
-            "(10-100) when chosen automatically, else 100.",
-            show_default=False,
-        ),
-    ] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay on weight matrices.")] = 0.1,
-    grad_clip: Annotated[float, typer.Option(help="Clip the global gradient norm to this (0: off).")] = 1.0,
-    max_time: Annotated[
-        str | None,
-        typer.Option(
-            help="Training time budget, e.g. 90s, 5m, 1h30m. Default 5m when no other limit is given.",
-            show_default=False,
-        ),
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many optimizer steps.", show_default=False)
-    ] = None,
-    epochs: Annotated[
-        float | None, typer.Option(help="Stop after this many passes over the training tokens.", show_default=False)
-    ] = None,
-    patience: Annotated[
-        int | None,
-        typer.Option(help="Stop after this many evaluations without a better validation loss.", show_default=False),
-    ] = None,
-    eval_every: Annotated[
-        int,
-        typer.Option(
-            help="Steps between evaluations; each prints samples and writes a checkpoint. Default: with --max-time "
-            f"alone, by time instead (~{EVALS_PER_BUDGET} evaluations over the budget, at most {EVAL_SHARE:.0%} of "
-            "it spent evaluating); else 500."
-        ),
-    ] = 500,
-    eval_tokens: Annotated[int, typer.Option(help="Validation tokens scored per evaluation.")] = 131072,
-    sample_length: Annotated[int, typer.Option(help="Tokens per sample printed at each evaluation.")] = 200,
-    checkpoint_every: Annotated[str, typer.Option(help="Also write a checkpoint at least this often, e.g. 5m.")] = "5m",
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed repeats a CPU run exactly.")] = 1337,
-    device: Annotated[str, typer.Option(help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")] = "auto",
-    compile: Annotated[
-        bool, typer.Option("--compile", help="Compile the model with torch.compile (slower start, may train faster).")
-    ] = False,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help=f"auto (bf16 autocast when it measures at least {BF16_MIN_SPEEDUP:g}x faster here), fp32 or bf16. "
-            "Weights and checkpoints stay float32 either way."
-        ),
-    ] = "auto",
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for PyTorch. Default: PyTorch's choice.", show_default=False)
-    ] = None,
-    tensorboard: Annotated[bool, typer.Option(help="Write TensorBoard scalars to RUN_DIR/tensorboard.")] = True,
-    init_from: Annotated[
-        str | None,
-        typer.Option(
-            "--init-from",
-            help=f"Fine-tune: start from this model (a run or checkpoint folder, or {BUILTINS}) "
-            "instead of random weights. Its architecture, level and "
-            "vocabulary are kept; the corpus's new characters or words are added. Not with model options.",
-            show_default=False,
-        ),
-    ] = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -266,10 +129,12 @@ def train(
         ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show a live progress bar.")] = True,
+    **options: Any,
 ) -> None:
     """Train a model on CORPUS and save checkpoints in --out.
 
     Ctrl-C (or SIGTERM) saves a checkpoint and exits; run the same command with --resume to go on.
+    Every option but --out, --resume and --progress is a field of config.TrainConfig.
     """
     from textweaver.training.finetune import SOURCE_OPTIONS
     from textweaver.training.loop import RESUMABLE_OVERRIDES
@@ -277,35 +142,17 @@ def train(
 
     # on --resume only the options given on this command line replace the run's stored ones (by name:
     # typer may bring its own copy of click's ParameterSource)
-    options = RESUMABLE_OVERRIDES + SOURCE_OPTIONS
-    given = [k for k in options if getattr(ctx.get_parameter_source(k), "name", "") in USER_SOURCES]
-
-    config = TrainConfig(
-        model=model, preset=preset, layers=layers, width=width, heads=heads, context=context, dropout=dropout,
-        positional=positional, softmax=softmax, level=level, vocab_size=vocab_size, val_fraction=val_fraction,
-        lowercase=lowercase, normalize=normalize, encoding=encoding, errors=errors, glob=glob, batch_size=batch_size,
-        lr=lr, warmup_steps=warmup_steps, weight_decay=weight_decay, grad_clip=grad_clip,
-        max_time=parse_duration(max_time) if max_time is not None else None, max_steps=max_steps, epochs=epochs,
-        patience=patience, eval_every=eval_every, eval_tokens=eval_tokens, sample_length=sample_length,
-        checkpoint_every=parse_duration(checkpoint_every, "--checkpoint-every"), seed=seed, device=device,
-        compile=compile, precision=precision, threads=threads, tensorboard=tensorboard, init_from=init_from,
-    )  # fmt: skip
+    given = [k for k in RESUMABLE_OVERRIDES + SOURCE_OPTIONS
+             if getattr(ctx.get_parameter_source(k), "name", "") in USER_SOURCES]  # fmt: skip
+    config = TrainConfig(**config_values(TrainConfig, options))
     run_training(corpus, out, config, resume=resume, progress=progress and sys.stderr.isatty(), given=given,
                  finished=after_training)  # fmt: skip
 
 
 @app.command()
+@config_options(GenerationRequest, SamplingOptions)
 def generate(
     run_dir: RunDir,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            "--prompt",
-            "-p",
-            help="Start text. Default: a random start sentence from the training corpus.",
-            show_default=False,
-        ),
-    ] = None,
     prompt_file: Annotated[
         Path | None,
         typer.Option(
@@ -314,47 +161,9 @@ def generate(
             show_default=False,
         ),
     ] = None,
-    length: Annotated[
-        int,
-        typer.Option(
-            "--length",
-            "-n",
-            help="Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.",
-        ),
-    ] = GenerationRequest.length,
-    temperature: Annotated[
-        float,
-        typer.Option(
-            "--temperature",
-            "-t",
-            help="Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.",
-        ),
-    ] = SamplingOptions.temperature,
-    top_k: Annotated[
-        int | None, typer.Option(help="Sample only among the K likeliest tokens.", show_default=False)
-    ] = None,
-    top_p: Annotated[
-        float | None,
-        typer.Option(
-            help="Sample only among the likeliest tokens that together reach probability P, in (0, 1].",
-            show_default=False,
-        ),
-    ] = None,
-    repetition_penalty: Annotated[
-        float, typer.Option(help="Above 1 makes tokens used in the last 64 less likely; 1 = off.")
-    ] = 1.0,
-    num_samples: Annotated[
-        int, typer.Option(help="Samples generated together as one batch; printed separated by a line of five dashes.")
-    ] = 1,
-    seed: Annotated[
-        int | None, typer.Option(help="Random seed: the same seed and options give the same text.", show_default=False)
-    ] = None,
     stream: Annotated[
         bool, typer.Option("--stream", help="Print characters as they are generated (one sample only).")
     ] = False,
-    stop: Annotated[
-        str | None, typer.Option(help="End a sample when this text appears (it is not printed).", show_default=False)
-    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the samples and settings as one JSON object.")] = False,
     output: Annotated[
         Path | None,
@@ -367,25 +176,26 @@ def generate(
         ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
+    **options: Any,
 ) -> None:
     """Generate text from a trained model. Only the text goes to stdout (the prompt, then the continuation)."""
     from textweaver.app.api import load
     from textweaver.generation.generator import check_output, describe, read_prompt_file, write_output
 
-    if stream and num_samples > 1:
+    if stream and options["num_samples"] > 1:
         raise TextweaverError("--stream prints one sample: drop --stream or --num-samples")
     if stream and as_json:
         raise TextweaverError("--stream and --json do not mix: choose one")
     if stream and output is not None:
         raise TextweaverError("--stream prints as it goes, --output writes the file whole at the end: choose one")
-    if prompt is not None and prompt_file is not None:
+    if options["prompt"] is not None and prompt_file is not None:
         raise TextweaverError("--prompt and --prompt-file both give the start text: choose one")
     if output is not None:
         check_output(output)
     if prompt_file is not None:
-        prompt = read_prompt_file(prompt_file)
+        options["prompt"] = read_prompt_file(prompt_file)
     model = load(run_dir, device)
-    request = model.request(prompt, length, temperature, top_k, top_p, repetition_penalty, num_samples, seed, stop)
+    request = model.request(**options)
     if stream:
         for pieces in model.generator.stream(request):
             sys.stdout.write(pieces[0])

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from textweaver.config import option
 from textweaver.data.corpus import detect_encoding
 from textweaver.data.tokenizer import Tokenizer
 from textweaver.errors import TextweaverError
@@ -36,11 +37,17 @@ MAX_SAMPLES = 1024  # samples generated at once (each holds its own state; more 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str | None = None  # None or "": a random start sentence from the corpus
-    length: int = 500  # tokens to generate: characters for char models, word/space/punctuation tokens for word models
-    num_samples: int = 1
-    seed: int | None = None
-    stop: str | None = None  # end a sample when this text appears (it is not included)
+    prompt: str | None = option(
+        None, "Start text. Default: a random start sentence from the training corpus.", flags=("--prompt", "-p"),
+        show_default=False,
+    )  # fmt: skip
+    length: int = option(
+        500, "Tokens to generate: characters for char models; words, spaces and punctuation marks for word models.",
+        flags=("--length", "-n"),
+    )  # fmt: skip
+    num_samples: int = option(1, "Samples generated together as one batch; printed separated by a line of five dashes.")
+    seed: int | None = option(None, "Random seed: the same seed and options give the same text.", show_default=False)
+    stop: str | None = option(None, "End a sample when this text appears (it is not printed).", show_default=False)
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
 
     def validate(self) -> None:

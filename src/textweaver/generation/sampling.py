@@ -6,21 +6,31 @@ from dataclasses import dataclass
 
 import torch
 
+from textweaver.config import option
 from textweaver.errors import TextweaverError
 
 # bounds of the temperature (besides 0 = greedy) and the repetition penalty: beyond them logits / value
 # overflows float32 (or rounds to 0), and the odds become NaN
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 1e6
 MIN_PENALTY, MAX_PENALTY = MIN_TEMPERATURE, MAX_TEMPERATURE  # it divides the logits as the temperature does
+REPETITION_WINDOW = 64  # the tokens the repetition penalty looks back on
 
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    temperature: float = 0.8  # 0 = greedy (always the most likely token)
-    top_k: int | None = None  # keep only the k most likely tokens
-    top_p: float | None = None  # keep the smallest set of tokens whose probability reaches p
-    repetition_penalty: float = 1.0  # > 1 discourages tokens used in the last `repetition_window`
-    repetition_window: int = 64
+    temperature: float = option(
+        0.8, "Randomness: 0 = always the likeliest token, 1 = the model's own odds, higher = wilder.",
+        flags=("--temperature", "-t"),
+    )  # fmt: skip
+    top_k: int | None = option(None, "Sample only among the K likeliest tokens.", show_default=False)
+    top_p: float | None = option(
+        None, "Sample only among the likeliest tokens that together reach probability P, in (0, 1].",
+        show_default=False,
+    )  # fmt: skip
+    repetition_penalty: float = option(
+        1.0, f"Above 1 makes tokens used in the last {REPETITION_WINDOW} less likely; 1 = off."
+    )
+    repetition_window: int = REPETITION_WINDOW
 
     def validate(self) -> None:
         if not (self.temperature == 0 or MIN_TEMPERATURE <= self.temperature <= MAX_TEMPERATURE):  # also NaN

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from textweaver.config import ModelConfig
+from textweaver.config import ADAPTIVE_FROM_VOCAB, BF16_MIN_SPEEDUP, ModelConfig
 
 # Why each constant has its value, with the measurements: docs/training.md, "How the defaults are chosen".
 # The model, and its width by the tokens the budget buys: (tokens from, width, its peak-rate cap)
@@ -28,9 +28,8 @@ CONTEXT = 64  # truncated-BPTT length (the state still carries over between wind
 # the batch gives about TARGET_STEPS steps: a short budget is limited by its updates, not its tokens
 TARGET_STEPS = 8000
 MIN_BATCH_TOKENS, MAX_BATCH_TOKENS = 1024, 4096
-# --softmax auto: the adaptive softmax from this vocabulary (word level); its shortlist is the most frequent
+# --softmax auto: the adaptive softmax from ADAPTIVE_FROM_VOCAB (config.py: --softmax's help states it); its shortlist is the most frequent
 # tokens covering SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64, and a second boundary at twice that
-ADAPTIVE_FROM_VOCAB = 8192
 SHORTLIST_COVERAGE = 0.9
 # AdamW peak rate: larger for a large vocabulary (its rows are updated rarely); beyond FEW_PASSES passes over
 # the corpus it falls as 1/sqrt(passes), never below LR; the wider models cap it (WIDTHS)
@@ -49,8 +48,7 @@ FINETUNE_LR = 1e-3
 FINETUNE_MAX_PASSES, FINETUNE_MIN_STEPS = 3.0, 200
 FINETUNE_LR_LARGE_VOCAB = 3e-3
 WARMUP_FRACTION, MIN_WARMUP, MAX_WARMUP = 0.05, 10, 100  # warmup: 5% of the expected steps, 10 to 100
-# bf16 autocast when the device runs the model at least this much faster with it (weights stay float32)
-BF16_MIN_SPEEDUP = 1.1
+# bf16 autocast from BF16_MIN_SPEEDUP faster (config.py, where --precision's help states it)
 
 
 @dataclass(frozen=True)
