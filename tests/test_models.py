@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from textweaver import load
 from textweaver.config import ModelConfig
-from textweaver.data.tokenizer import VocabCounter
+from textweaver.data.vocab import VocabCounter
 from textweaver.errors import TextweaverError
 from textweaver.models import build_model, detach_state, num_parameters, set_unigram_prior
 from textweaver.models.rnn import GATE_TABLE_MAX_BYTES, Int8Matrix

@@ -18,26 +18,26 @@ from tokenizers import pre_tokenizers
 
 from textweaver import load, train
 from textweaver.data import corpus
-from textweaver.data.dataset import DataOptions, prepare
-from textweaver.data.tokenizer import (
+from textweaver.data.bpe import (
     _BYTE_CHARS,
     _SPACES,
     BPE_MIN_VOCAB_SIZE,
     BPE_VOCAB_SIZE,
+    BPETokenizer,
+    check_vocab_size,
+)
+from textweaver.data.dataset import DataOptions, prepare
+from textweaver.data.tokenizer import (
     FORMAT_VERSION,
     UNK,
     UNK_TEXT,
     WORD_VOCAB_SIZE,
-    BPETokenizer,
     CharTokenizer,
     Tokenizer,
-    VocabCounter,
     WordTokenizer,
-    check_vocab_size,
-    make_tokenizer,
     preprocess,
-    tokenizer_from_json,
 )
+from textweaver.data.vocab import VocabCounter, make_tokenizer, tokenizer_from_json
 from textweaver.errors import TextweaverError
 from textweaver.export.onnx import export
 

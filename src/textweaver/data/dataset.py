@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from textweaver.data.bpe import check_vocab_size
 from textweaver.data.corpus import CorpusOptions, StartSentences, file_digest, iter_preprocessed
-from textweaver.data.tokenizer import Tokenizer, VocabCounter, check_vocab_size, make_tokenizer
+from textweaver.data.tokenizer import Tokenizer
+from textweaver.data.vocab import VocabCounter, make_tokenizer
 from textweaver.errors import TextweaverError
 
 CACHE_VERSION = 1

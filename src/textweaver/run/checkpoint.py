@@ -28,7 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from textweaver import __version__
 from textweaver.config import PRETRAINED, ModelConfig
-from textweaver.data.tokenizer import Tokenizer, tokenizer_from_json
+from textweaver.data.tokenizer import Tokenizer
+from textweaver.data.vocab import tokenizer_from_json
 from textweaver.errors import TextweaverError
 from textweaver.models import LanguageModel, build_model
 

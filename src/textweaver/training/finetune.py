@@ -2,7 +2,7 @@
 
 SOURCE is any run or checkpoint folder or ``builtin:NAME``. The new run takes SOURCE's architecture
 and tokenizer; the tokens of the new corpus that SOURCE lacks are appended to its vocabulary (every
-old id keeps its meaning, see :meth:`textweaver.data.tokenizer.VocabCounter.build`) and their rows are
+old id keeps its meaning, see :meth:`textweaver.data.vocab.VocabCounter.build`) and their rows are
 initialised by :func:`load_weights`. Tokens of SOURCE that the new corpus never uses are kept: the
 model learns to give them little probability within the first steps, and keeping them lets the
 fine-tuned model still write them (the measurement is in docs/finetuning.md). The optimizer and the

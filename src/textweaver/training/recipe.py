@@ -28,8 +28,9 @@ CONTEXT = 64  # truncated-BPTT length (the state still carries over between wind
 # the batch gives about TARGET_STEPS steps: a short budget is limited by its updates, not its tokens
 TARGET_STEPS = 8000
 MIN_BATCH_TOKENS, MAX_BATCH_TOKENS = 1024, 4096
-# --softmax auto: the adaptive softmax from ADAPTIVE_FROM_VOCAB (config.py: --softmax's help states it); its shortlist is the most frequent
-# tokens covering SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64, and a second boundary at twice that
+# --softmax auto: the adaptive softmax from ADAPTIVE_FROM_VOCAB (config.py, stated in --softmax's help); its
+# shortlist is the most frequent tokens covering SHORTLIST_COVERAGE of the text, rounded up to a multiple of 64,
+# and a second boundary at twice that
 SHORTLIST_COVERAGE = 0.9
 # AdamW peak rate: larger for a large vocabulary (its rows are updated rarely); beyond FEW_PASSES passes over
 # the corpus it falls as 1/sqrt(passes), never below LR; the wider models cap it (WIDTHS)
