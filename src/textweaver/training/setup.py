@@ -162,18 +162,7 @@ def build(opened: Opened, run_dir: Path, device_name: str, console: Console, ran
     device = select_device(device_name)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    if config.encoding == AUTO_ENCODING:
-        for path in opened.paths:
-            console.print(f"--encoding auto: {path} reads as {file_encoding(path, data_options(config).corpus)}")
-    # a fine-tuning run's vocabulary extends its source's (on resume: its own, which the corpus leaves as it is)
-    base = source.checkpoint.tokenizer if source else saved.tokenizer if saved and config.init_from else None
-    data = prepare_once(opened.paths, run_dir, dataclasses.replace(data_options(config), base=base), config.seed,
-                        ranks)  # fmt: skip
-    if saved is not None and data.tokenizer != saved.tokenizer:
-        raise TextweaverError(
-            f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
-            "resume with the original corpus, or start a new run with another --out"
-        )
+    data = _read_corpus(opened, run_dir, console, ranks)
 
     # the recipe: chosen from the corpus, budget and device for a fresh run, kept by a resumed one; the token
     # frequencies (of the first PRIOR_TOKENS) give the recipe's shortlist and the output layer's prior
@@ -211,12 +200,7 @@ def build(opened: Opened, run_dir: Path, device_name: str, console: Console, ran
         step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         step_model = torch.compile(step_model)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"),  # one kernel: ~2x faster steps
-    )  # fmt: skip
+    optimizer = _optimizer(model, config.weight_decay, config.lr, device)
     batches = make_batches(model_config.kind, data.train, config.batch_size, model_config.context, config.seed + 1,
                            ranks.rank, ranks.world_size)  # fmt: skip
     state = RunState()
@@ -245,6 +229,34 @@ def build(opened: Opened, run_dir: Path, device_name: str, console: Console, ran
         log=RunLog(run_dir, config.tensorboard) if ranks.is_main else None,
         generator=Generator(model, data.tokenizer, data.prompts, device), corpus_info=corpus_info,
         by_time=by_time and not config.extra["eval_every_given"], resumed=saved is not None,
+    )  # fmt: skip
+
+
+def _read_corpus(opened: Opened, run_dir: Path, console: Console, ranks: distributed.Dist) -> EncodedCorpus:
+    """The corpus as ids (cached in the run folder); a fine-tuning run's vocabulary extends its source's (on
+    resume: its own, which the corpus must still give)."""
+    config, saved, source = opened.config, opened.saved, opened.source
+    if config.encoding == AUTO_ENCODING:
+        for path in opened.paths:
+            console.print(f"--encoding auto: {path} reads as {file_encoding(path, data_options(config).corpus)}")
+    base = source.checkpoint.tokenizer if source else saved.tokenizer if saved and config.init_from else None
+    data = prepare_once(opened.paths, run_dir, dataclasses.replace(data_options(config), base=base), config.seed,
+                        ranks)  # fmt: skip
+    if saved is not None and data.tokenizer != saved.tokenizer:
+        raise TextweaverError(
+            f"the corpus now gives a different vocabulary than the one {run_dir} was trained with: "
+            "resume with the original corpus, or start a new run with another --out"
+        )
+    return data
+
+
+def _optimizer(model: LanguageModel, weight_decay: float, lr: float, device: torch.device) -> torch.optim.AdamW:
+    """AdamW, decaying the weight matrices only."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"),  # one kernel: ~2x faster steps
     )  # fmt: skip
 
 
