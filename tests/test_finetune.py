@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from textweaver import load, train
-from textweaver.data.tokenizer import VocabCounter
+from textweaver.data.vocab import VocabCounter
 from textweaver.models import build_model
 from textweaver.run import checkpoint
 from textweaver.training.finetune import Source, load_weights
