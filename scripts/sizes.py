@@ -3,7 +3,7 @@
     python scripts/sizes.py [--top 10]
 
 Functions are measured by an AST walk of every .py file under src/textweaver (decorators excluded, docstrings
-included); modules by lines, the browser's JavaScript (src/textweaver/web/*.js, vendor excluded) among them.
+included); modules by lines, the browser's JavaScript (src/textweaver/web/**/*.js, vendor/ excluded) among them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None:
                 functions.append((node.end_lineno - node.lineno + 1, f"{name}:{node.name}"))
-    for path in sorted((PACKAGE / "web").glob("*.js")):
+    for path in sorted(p for p in (PACKAGE / "web").rglob("*.js") if "vendor" not in p.parts):
         modules.append((len(path.read_text(encoding="utf-8").splitlines()), str(path.relative_to(PACKAGE))))
     for title, rows in (("longest functions", functions), ("largest modules", modules)):
         print(f"{title} (lines):")

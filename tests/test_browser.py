@@ -17,7 +17,7 @@ import torch
 
 import textweaver.generation.generator as generate_module
 from textweaver import load, train
-from textweaver.app.serve import MAX_PROMPT_CHARS, MAX_STOP_CHARS
+from textweaver.app.http import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer
 from textweaver.export.onnx import export

@@ -47,7 +47,9 @@ QUANTIZE = ("int8", "fp16")
 OPSET = 17
 MODEL_FILE, MANIFEST, PAGE_CONFIG = "model.onnx", "export.json", "config.json"
 WEB_DIR = Path(__file__).parent.parent / "web"
-UI_FILES = ("index.html", "style.css", "app.js", "worker.js", "sampling.js", "tokenizer.js")
+# the page, by path under web/ and under the exported folder alike (app.js imports ./shared/util.js, which the
+# studio imports too)
+UI_FILES = ("index.html", "style.css", "app.js", "worker.js", "sampling.js", "tokenizer.js", "shared/util.js")
 VENDOR = Path("vendor") / "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.bundle.min.js", "ort-wasm-simd-threaded.wasm", "LICENSE", "VERSION")
 MAX_LENGTH = 2000  # the page's length slider and the server's cap
@@ -142,6 +144,7 @@ def _write(
     (directory / "prompts.json").write_text(json.dumps(ckpt.prompts, ensure_ascii=False), encoding="utf-8")
     if fmt == "web":
         for name in UI_FILES:
+            (directory / name).parent.mkdir(exist_ok=True)
             shutil.copyfile(WEB_DIR / name, directory / name)
         (directory / VENDOR).mkdir(parents=True)
         for name in RUNTIME_FILES:

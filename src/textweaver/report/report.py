@@ -3,7 +3,7 @@
 It shows the loss curves, learning rate and tokens/s over time (``metrics.jsonl``), the samples of
 each evaluation (``samples.jsonl``), and the model, corpus, configuration and the automatic recipe's
 reasons (the checkpoint's ``config.json``). Everything is inlined: uPlot (``web/vendor/uplot``), the
-chart component (``web/chart.js``, which the studio uses too), the page's colours (``web/style.css``)
+chart component (``web/shared/chart.js``, which the studio uses too), the page's colours (``web/style.css``)
 and the data. The file therefore opens offline, straight from disk. Its Content-Security-Policy
 allows only those inlined scripts and styles, by SHA-256 hash, and nothing from the network.
 
@@ -38,7 +38,7 @@ from textweaver.run import log as runlog
 from textweaver.run.log import Evaluation
 
 REPORT_FILE = "report.html"  # written into the run folder unless --out says otherwise
-SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "chart.js")  # inlined in this order, before the page script
+SCRIPTS = ("vendor/uplot/uPlot.iife.min.js", "shared/chart.js")  # inlined in this order, before the page script
 STYLES = ("style.css", "vendor/uplot/uPlot.min.css")
 CHART_KEYS = ("step", "elapsed_s", "train_loss", "val_loss", "lr", "tokens_per_s")  # of each metrics record
 

@@ -4,8 +4,8 @@
 //              also carries the server's "limits", which replace sampling.js's own.
 
 import { LIMITS } from "./sampling.js";
+import { $, api, appendFollowing, copyText, formatBytes, readEscapes, streamEvents } from "./shared/util.js";
 
-const $ = (id) => document.getElementById(id);
 const ui = {
   load: $("load"), progress: $("load-progress"), loadStatus: $("load-status"),
   prompt: $("prompt"), reset: $("reset"), length: $("length"), temperature: $("temperature"), greedy: $("greedy"),
@@ -22,7 +22,7 @@ class BrowserBackend {
     this.worker = new Worker("worker.js", { type: "module" });
     this.worker.onmessage = ({ data }) => this.onMessage?.(data);
     this.worker.onerror = (event) => this.onMessage?.({ type: "error", message: event.message || "worker failed" });
-    this.prompts = fetchJSON("prompts.json").catch(() => []);
+    this.prompts = api("GET", "prompts.json").catch(() => []);
   }
 
   async randomPrompt() {
@@ -57,12 +57,12 @@ class BrowserBackend {
 // Talks to `textweaver serve`: text streams back as server-sent events.
 class ServerBackend {
   async randomPrompt() {
-    return (await fetchJSON("api/prompt")).prompt;
+    return (await api("GET", "api/prompt")).prompt;
   }
 
   async load(onProgress) {
     onProgress(0, 1);
-    const info = await fetchJSON("api/info");
+    const info = await api("GET", "api/info");
     onProgress(1, 1);
     return { info };
   }
@@ -76,27 +76,12 @@ class ServerBackend {
     const start = performance.now();
     let tokens = 0;
     try {
-      const response = await fetch("api/generate/stream", {
-        method: "POST", headers: { "content-type": "application/json" },
-        body: JSON.stringify(body), signal: this.abort.signal,
-      });
-      if (!response.ok) throw new Error(await errorMessage(response));
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        buffer += value;
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const event = parseEvent(buffer.slice(0, end));
-          buffer = buffer.slice(end + 2);
-          if (event.type === "error") throw new Error(event.data.message);
-          if (event.type === "done") return { ...event.data, stopped: false };
-          if (event.type === "message") {
-            tokens += 1;
-            onText(event.data.text, tokens, (performance.now() - start) / 1000);
-          }
+      for await (const event of streamEvents("api/generate/stream", body, this.abort.signal)) {
+        if (event.type === "error") throw new Error(event.data.message);
+        if (event.type === "done") return { ...event.data, stopped: false };
+        if (event.type === "message") {
+          tokens += 1;
+          onText(event.data.text, tokens, (performance.now() - start) / 1000);
         }
       }
       return { tokens, seconds: (performance.now() - start) / 1000, stopped: false };
@@ -111,40 +96,6 @@ class ServerBackend {
   }
 }
 
-function parseEvent(block) {
-  let type = "message";
-  const data = [];
-  for (const line of block.split("\n")) {
-    if (line.startsWith("event:")) type = line.slice(6).trim();
-    else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
-  }
-  return { type, data: data.length ? JSON.parse(data.join("\n")) : {} };
-}
-
-async function fetchJSON(url) {
-  const response = await fetch(url);
-  if (!response.ok) throw new Error(await errorMessage(response));
-  return response.json();
-}
-
-async function errorMessage(response) {
-  try {
-    const body = await response.json();
-    return body.message ?? JSON.stringify(body.detail ?? body);
-  } catch {
-    return `${response.url}: ${response.status} ${response.statusText}`;
-  }
-}
-
-function formatBytes(n) {
-  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.round(n / 1e3)} kB`;
-}
-
-// The stop string as typed, with \n read as a line break, \t as a tab and \\ as one backslash.
-function readEscapes(text) {
-  return text.replace(/\\([nt\\])/g, (_, c) => ({ n: "\n", t: "\t", "\\": "\\" })[c]);
-}
-
 function setBusy(busy) {
   ui.generate.disabled = busy;
   ui.stop.disabled = !busy;
@@ -152,7 +103,7 @@ function setBusy(busy) {
 }
 
 async function main() {
-  const config = await fetchJSON("config.json");
+  const config = await api("GET", "config.json");
   document.title = `${config.title} · textweaver`;
   $("title").textContent = config.title;
   $("description").textContent = config.description;
@@ -241,9 +192,7 @@ async function main() {
     setBusy(true);
     try {
       const result = await backend.generate(params, (piece, tokens, seconds) => {
-        const atBottom = ui.output.scrollHeight - ui.output.scrollTop - ui.output.clientHeight < 40;
-        text.appendData(piece);
-        if (atBottom) ui.output.scrollTop = ui.output.scrollHeight;
+        appendFollowing(ui.output, text, piece);
         if (seconds > 0) ui.rate.textContent = Math.round(tokens / seconds).toLocaleString();
       });
       if (result.seconds > 0) ui.rate.textContent = Math.round(result.tokens / result.seconds).toLocaleString();
@@ -261,16 +210,7 @@ async function main() {
   ui.stop.addEventListener("click", () => backend.stop());
 
   ui.copy.addEventListener("click", async () => {
-    const text = ui.outputPrompt.textContent + ui.outputText.textContent;
-    try {
-      await navigator.clipboard.writeText(text);
-    } catch {
-      const area = Object.assign(document.createElement("textarea"), { value: text });
-      document.body.append(area);
-      area.select();
-      document.execCommand("copy");
-      area.remove();
-    }
+    await copyText(ui.outputPrompt.textContent + ui.outputText.textContent);
     ui.status.textContent = "Copied to the clipboard.";
   });
 }
