@@ -20,9 +20,11 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from textweaver import load
+from textweaver.app import http
 from textweaver.app import serve as server
 from textweaver.app.cli import serve as serve_command
-from textweaver.app.serve import content_disposition, create_app, host_allowed
+from textweaver.app.http import content_disposition, host_allowed
+from textweaver.app.serve import create_app
 from textweaver.errors import TextweaverError
 from textweaver.generation.sampling import SamplingOptions
 from textweaver.run import checkpoint
@@ -176,7 +178,7 @@ def test_a_stop_string_cuts_the_text_before_it_in_both_endpoints(client: TestCli
 def test_the_page_config_gives_the_limits_the_server_checks(client: TestClient) -> None:
     limits = client.get("/config.json").json()["limits"]
     assert limits == server.page_limits()
-    assert limits["max_prompt_chars"] == server.MAX_PROMPT_CHARS and limits["max_stop_chars"] == server.MAX_STOP_CHARS
+    assert limits["max_prompt_chars"] == http.MAX_PROMPT_CHARS and limits["max_stop_chars"] == http.MAX_STOP_CHARS
     assert limits["repetition_window"] == SamplingOptions().repetition_window
     for field, value, status in (("repetition_penalty", limits["max_repetition_penalty"], 200),
                                  ("repetition_penalty", limits["max_repetition_penalty"] * 2, 422),
@@ -244,7 +246,7 @@ def free_port() -> int:
 
 def test_a_full_queue_refuses_with_503_and_retry_after_then_recovers(trained_run: Path) -> None:
     app = create_app(trained_run, workers=1, queue=1)
-    slots: server.GenerationSlots = app.state.slots
+    slots: http.GenerationSlots = app.state.slots
     local = TestClient(app, base_url=OWN)
     tickets = [slots.admit(), slots.admit()]  # one running and one waiting: the queue is full
     assert all(tickets)
@@ -278,13 +280,13 @@ def test_a_failed_generation_gives_its_place_back(trained_run: Path, monkeypatch
 
 
 def test_a_request_body_over_the_limit_gets_413_before_it_is_read(client: TestClient) -> None:
-    big = json.dumps({"prompt": "a" * (server.MAX_BODY_BYTES + 10)})
+    big = json.dumps({"prompt": "a" * (http.MAX_BODY_BYTES + 10)})
     refused = client.post("/api/generate", content=big, headers={"content-type": "application/json"})
     assert refused.status_code == 413 and "Content Too Large" in refused.text
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield b'{"prompt": "'
-        for _ in range(server.MAX_BODY_BYTES // 1000 + 1):
+        for _ in range(http.MAX_BODY_BYTES // 1000 + 1):
             yield b"a" * 1000
         yield b'"}'
 
@@ -307,7 +309,7 @@ def test_a_generation_past_the_time_limit_gets_504_and_gives_its_worker_back(tra
 def test_a_stream_discarded_unread_gives_its_worker_back(trained_run: Path) -> None:
     app = create_app(trained_run, workers=1, queue=0)
     endpoint = next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/api/generate/stream")  # type: ignore[attr-defined]
-    response = endpoint(server.StreamParams(prompt="a", length=5))
+    response = endpoint(http.StreamParams(prompt="a", length=5))
     assert app.state.slots.admitted == 1
     del response
     gc.collect()
@@ -315,7 +317,7 @@ def test_a_stream_discarded_unread_gives_its_worker_back(trained_run: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def live(trained_run: Path) -> Iterator[tuple[str, server.GenerationSlots]]:
+def live(trained_run: Path) -> Iterator[tuple[str, http.GenerationSlots]]:
     """The app served by a real uvicorn on a loopback port (for disconnects and raw requests)."""
     app = create_app(trained_run, workers=1, queue=1)
     port = free_port()
@@ -331,7 +333,7 @@ def live(trained_run: Path) -> Iterator[tuple[str, server.GenerationSlots]]:
     thread.join(timeout=10)
 
 
-def test_a_client_that_disconnects_mid_stream_frees_its_worker(live: tuple[str, server.GenerationSlots]) -> None:
+def test_a_client_that_disconnects_mid_stream_frees_its_worker(live: tuple[str, http.GenerationSlots]) -> None:
     url, slots = live
     for _ in range(3):  # more disconnects than workers + queue: each must give its place back
         with (
@@ -364,7 +366,7 @@ def raw_get(url: str, target: str) -> tuple[int, bytes]:
     "/vendor/../../server.py", "/app.js/../../server.py", "//etc/passwd", "/%2fetc%2fpasswd", "/.%2e/pyproject.toml",
     "/index.html%00.js", "/web/index.html", "/vendor/onnxruntime-web/LICENSE",
 ])  # fmt: skip
-def test_static_routes_serve_nothing_outside_the_page(live: tuple[str, server.GenerationSlots], target: str) -> None:
+def test_static_routes_serve_nothing_outside_the_page(live: tuple[str, http.GenerationSlots], target: str) -> None:
     status, data = raw_get(live[0], target)
     assert status in (400, 404), data[:200]
     assert b"root:" not in data and b"import " not in data and b"[project]" not in data
@@ -434,4 +436,4 @@ def test_the_pages_declare_the_same_content_security_policy_as_the_servers_heade
     for page in ("index.html", "studio.html"):
         html = (server.WEB_DIR / page).read_text(encoding="utf-8")
         meta = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)">', html)
-        assert meta is not None and meta.group(1) == server.PAGE_CSP, page
+        assert meta is not None and meta.group(1) == http.PAGE_CSP, page

@@ -23,7 +23,9 @@ from fastapi.testclient import TestClient
 import textweaver.app.studio.workspace
 import textweaver.export.onnx
 from textweaver import TextweaverError
-from textweaver.app.studio.app import MAX_MODELS, ModelCache, create_app, read_samples
+from textweaver.app.studio.app import create_app
+from textweaver.app.studio.generate import MAX_MODELS, ModelCache
+from textweaver.app.studio.runs import read_samples
 from textweaver.app.studio.workspace import parse_size
 
 from browser import serve_app

@@ -1,6 +1,6 @@
 """DNS rebinding as a browser lives it: a web site points its own name at 127.0.0.1 after its page has
 loaded, so the page and the local server share an origin and its requests pass any Origin check. The
-studio and `serve` answer only to their own names (server.TrustedHosts); here Chromium resolves
+studio and `serve` answer only to their own names (http.TrustedHosts); here Chromium resolves
 attacker.example to 127.0.0.1 and every request of the page under that name is refused.
 """
 

@@ -4,7 +4,7 @@
     WORKSPACE/texts/ID/meta.json    its display name and statistics
     WORKSPACE/runs/NAME/            a run folder, as ``textweaver train --out`` writes it
     WORKSPACE/runs/NAME/studio.json what the studio asked for (texts, budget, model) and the run's status
-    WORKSPACE/runs/NAME/downloads/  the latest download of each kind (app/studio/app.py's cached_export)
+    WORKSPACE/runs/NAME/downloads/  the latest download of each kind (app/studio/publish.py's cached_export)
 
 A training is a separate ``python -m textweaver train ... --resume`` process (the CLI's own code path),
 so a crash or an out-of-memory kill ends that process, never the studio; its last error line becomes
