@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_results_option, write
-from textweaver.export.onnx import MODEL_FILE, export
+from textweaver.export.site import MODEL_FILE, export
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

@@ -20,7 +20,7 @@ from textweaver import load, train
 from textweaver.app.http import MAX_PROMPT_CHARS, MAX_STOP_CHARS
 from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer
-from textweaver.export.onnx import export
+from textweaver.export.site import export
 from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOptions, next_tokens, probabilities
 from textweaver.models import build_model
 from textweaver.run import checkpoint

@@ -17,16 +17,8 @@ from textweaver import load
 from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer, WordTokenizer
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import (
-    MANIFEST,
-    MODEL_FILE,
-    RUNTIME_FILES,
-    UI_FILES,
-    VENDOR,
-    OnnxStepper,
-    export,
-    rollout_max_error,
-)
+from textweaver.export.check import OnnxStepper, rollout_max_error
+from textweaver.export.site import MANIFEST, MODEL_FILE, RUNTIME_FILES, UI_FILES, VENDOR, export
 from textweaver.generation.sampling import SamplingOptions, probabilities
 from textweaver.models import build_model
 from textweaver.run import checkpoint

@@ -22,7 +22,7 @@ import pytest
 
 from textweaver import load, train
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import WEB_DIR
+from textweaver.export.site import WEB_DIR
 from textweaver.models import num_parameters
 from textweaver.report.report import REPORT_FILE, write_report
 from textweaver.run.log import RunLog

@@ -20,8 +20,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+import textweaver.app.studio.trainer
 import textweaver.app.studio.workspace
-import textweaver.export.onnx
+import textweaver.export.site
 from textweaver import TextweaverError
 from textweaver.app.studio.app import create_app
 from textweaver.app.studio.generate import MAX_MODELS, ModelCache
@@ -167,7 +168,7 @@ def test_a_training_stopped_while_it_starts_is_stopped_not_failed(
 ) -> None:
     # a training process that stays where a real one is while it imports torch: before it handles SIGTERM
     starting = [sys.executable, "-c", "import time; time.sleep(120)"]
-    monkeypatch.setattr(textweaver.app.studio.workspace, "train_command", lambda *args: starting)
+    monkeypatch.setattr(textweaver.app.studio.trainer, "train_command", lambda *args: starting)
     studio.post("/api/runs", json={"texts": ["builtin:shakespeare"], "budget": "30s", "name": "early", **FAST})
     wait_for(studio, "early", ("running",))
     studio.post("/api/runs/early/stop")  # SIGTERM ends it at once, before it saved anything
@@ -238,8 +239,8 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
     studio: TestClient, trained: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exports: list[tuple[Any, ...]] = []
-    export = textweaver.export.onnx.export
-    monkeypatch.setattr(textweaver.export.onnx, "export", lambda *args: exports.append(args) or export(*args))
+    export = textweaver.export.site.export
+    monkeypatch.setattr(textweaver.export.site, "export", lambda *args: exports.append(args) or export(*args))
     stream = studio.post(f"/api/runs/{trained}/generate/stream", json={"prompt": "ROMEO:", "length": 40, "seed": 1})
     assert stream.status_code == 200 and "event: done" in stream.text
     one_line(studio.post(f"/api/runs/{trained}/generate/stream", json={"length": 0}), 422, "length")
@@ -252,7 +253,7 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
     archive = zipfile.ZipFile(io.BytesIO(page.content))
     assert {"romeo/index.html", "romeo/model.onnx", "romeo/config.json"} <= set(archive.namelist())
     assert json.loads(archive.read("romeo/export.json"))["checkpoint"] in ("best", "last")
-    folders = [str(studio.app.state.workspace.root), str(Path(textweaver.export.onnx.__file__).parent)]  # type: ignore[attr-defined]
+    folders = [str(studio.app.state.workspace.root), str(Path(textweaver.export.site.__file__).parent)]  # type: ignore[attr-defined]
     for name in archive.namelist():  # a published page names no folder of this machine (run, corpus)
         assert not [f for f in folders if f.encode() in archive.read(name)], name
     onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx"})
@@ -402,7 +403,8 @@ def test_sizes_and_the_cli_refusals(capsys: pytest.CaptureFixture[str], tmp_path
 def test_start_from_auto_leaves_the_choice_to_train_and_none_asks_for_random_weights(tmp_path: Path) -> None:
     """The studio's "Start from": auto (no --init-from: train starts English or Chinese prose from its base),
     none (--init-from none, with any model), a base (model auto only)."""
-    from textweaver.app.studio.workspace import RunRequest, Workspace, train_command
+    from textweaver.app.studio.trainer import train_command
+    from textweaver.app.studio.workspace import RunRequest, Workspace
 
     workspace = Workspace(tmp_path / "ws", max_upload=1 << 20)
 

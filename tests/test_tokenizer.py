@@ -39,7 +39,7 @@ from textweaver.data.tokenizer import (
 )
 from textweaver.data.vocab import VocabCounter, make_tokenizer, tokenizer_from_json
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import export
+from textweaver.export.site import export
 
 from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
 

@@ -304,7 +304,7 @@ def export(
     description: PageDescription = None,
 ) -> None:
     """Export a trained model as ONNX, or as a static web page that works offline with any static server."""
-    from textweaver.export.onnx import export as run_export
+    from textweaver.export.site import export as run_export
 
     result = run_export(run_dir, out, fmt, quantize, title, description)
     print(f"wrote {result.directory}/ ({result.total_bytes / 1e6:.1f} MB)")

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from textweaver.app.api import TextModel
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import MAX_LENGTH
+from textweaver.export.site import MAX_LENGTH
 from textweaver.generation.generator import GenerationRequest
 from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOptions
 

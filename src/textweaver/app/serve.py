@@ -55,7 +55,7 @@ from textweaver.app.http import (
     until,
 )
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import UI_FILES, WEB_DIR, page_config
+from textweaver.export.site import UI_FILES, WEB_DIR, page_config
 from textweaver.generation.generator import describe, join_samples
 from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOptions
 

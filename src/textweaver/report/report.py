@@ -31,7 +31,7 @@ from textweaver import __version__
 from textweaver.config import ModelConfig
 from textweaver.data.corpus import LISTED_FILES, describe_file, summarize_files
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import WEB_DIR
+from textweaver.export.site import WEB_DIR
 from textweaver.models import build_model, num_parameters
 from textweaver.run import checkpoint
 from textweaver.run import log as runlog

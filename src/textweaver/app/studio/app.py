@@ -55,6 +55,7 @@ from textweaver.app.studio import generate, publish, runs, texts, training
 from textweaver.app.studio.deps import SpaceDep
 from textweaver.app.studio.generate import ModelCache
 from textweaver.app.studio.texts import UPLOAD_PATH
+from textweaver.app.studio.trainer import Trainer
 from textweaver.app.studio.training import DEFAULT_BUDGET
 from textweaver.app.studio.workspace import (
     BASES,
@@ -64,13 +65,13 @@ from textweaver.app.studio.workspace import (
     Conflict,
     NotFound,
     TooLarge,
-    Trainer,
     Workspace,
     parse_size,
 )
 from textweaver.data.corpus import BUILTIN_CORPORA, BUILTIN_PREFIX
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import QUANTIZE, WEB_DIR
+from textweaver.export.onnx import QUANTIZE
+from textweaver.export.site import WEB_DIR
 
 STUDIO_FILES = {
     "studio.html": "text/html", "style.css": "text/css", "studio/studio.css": "text/css",

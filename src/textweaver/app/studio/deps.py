@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from textweaver.app.studio.workspace import Trainer, Workspace
+from textweaver.app.studio.trainer import Trainer
+from textweaver.app.studio.workspace import Workspace
 
 
 def app_state(name: str) -> Callable[[Request], Awaitable[Any]]:

@@ -18,7 +18,8 @@ from textweaver.app.http import content_disposition
 from textweaver.app.studio.deps import SpaceDep, app_state
 from textweaver.app.studio.workspace import Conflict, has_model
 from textweaver.errors import TextweaverError
-from textweaver.export.onnx import MODEL_FILE, QUANTIZE
+from textweaver.export.onnx import QUANTIZE
+from textweaver.export.site import MODEL_FILE
 
 DOWNLOADS = "downloads"  # in a run folder: the latest export of each kind (format and weights)
 ExportLockDep = Annotated[threading.Lock, Depends(app_state("exporting"))]  # one export at a time per app
@@ -56,7 +57,7 @@ def cached_export(run_dir: Path, name: str, fmt: str, quantize: str) -> Path:
     """The run exported as its web page (a zip, the files under ``NAME/``) or its ``model.onnx``, once per
     checkpoint: kept in the run's ``downloads/`` under the checkpoint's identity (a hash of its
     config.json, which holds the weights' checksum), where it replaces the export of an older one."""
-    from textweaver.export.onnx import export
+    from textweaver.export.site import export
 
     config = next(run_dir / d / "config.json" for d in ("best", "last") if (run_dir / d / "config.json").is_file())
     identity = hashlib.sha256(name.encode() + b"\0" + config.read_bytes()).hexdigest()[:16]

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from textweaver.app.http import SSE_HEADERS, sse_event
 from textweaver.app.studio.deps import SpaceDep, TrainerDep
 from textweaver.app.studio.generate import ModelsDep
-from textweaver.app.studio.workspace import UNFINISHED, NotFound, Trainer, Workspace
+from textweaver.app.studio.trainer import Trainer
+from textweaver.app.studio.workspace import UNFINISHED, NotFound, Workspace
 from textweaver.run import log as runlog
 from textweaver.run.log import read_metrics
 
