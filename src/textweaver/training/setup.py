@@ -34,6 +34,8 @@ from textweaver.training import distributed, finetune
 from textweaver.training.choose import check_memory, check_sizes, data_options, resolve_recipe
 from textweaver.training.state import RunState
 
+ADAM_BETAS = (0.9, 0.95)  # AdamW's betas (nanoGPT's; also the page's training step)
+ADAM_EPS = 1e-8
 PRIOR_TOKENS = 1 << 24  # training tokens counted for the output layer's starting unigram prior
 # Options that may change between a run and its resumption; all others come from the checkpoint.
 RESUMABLE_OVERRIDES = (
@@ -250,13 +252,18 @@ def _read_corpus(opened: Opened, run_dir: Path, console: Console, ranks: distrib
     return data
 
 
+def decays(p: torch.Tensor) -> bool:
+    """Whether AdamW decays this tensor: weight matrices (and the embedding) do, biases and norms do not."""
+    return p.dim() >= 2
+
+
 def _optimizer(model: LanguageModel, weight_decay: float, lr: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW, decaying the weight matrices only."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW, decaying the weight matrices only (the page's training step does the same: export/train_step.py)."""
+    decay = [p for p in model.parameters() if decays(p)]
+    no_decay = [p for p in model.parameters() if not decays(p)]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr, betas=(0.9, 0.95), fused=device.type in ("cuda", "cpu"),  # one kernel: ~2x faster steps
+        lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=device.type in ("cuda", "cpu"),  # one kernel: ~2x faster steps
     )  # fmt: skip
 
 

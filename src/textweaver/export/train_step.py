@@ -1,0 +1,181 @@
+"""Fine-tuning without Python: one training step (forward, backward, AdamW) as a plain ONNX graph.
+
+onnxruntime-web has no training API, but it runs any inference graph, and a whole training step is one:
+PyTorch's own backward is traced (``torch.func.grad_and_value`` under ``make_fx``) into ordinary operators
+(MatMul, Sigmoid, Tanh, Gather, ScatterND ...) and exported with ``torch.onnx.export(dynamo=True)``. The weights
+are inputs, not initializers, so the page keeps them in memory and feeds each step the last step's output:
+
+- inputs: ``ids``, ``targets`` (B, T) int64; ``lr``, ``step`` () float32 (``step`` counts from 1); then each
+  trainable tensor ``p.NAME``, Adam's moments ``m.NAME`` and ``v.NAME`` (names in :func:`parameters` order);
+  then the RNN state the previous window left (``h``, and ``c`` for an LSTM: (layers, B, width))
+- outputs: ``loss`` (mean nats per token of this batch), ``grad_norm`` (before clipping), the new ``p.*``,
+  ``m.*``, ``v.*`` and the state to carry into the next window (truncated backpropagation through time)
+
+The step is the one ``textweaver train`` takes (training/setup.py's AdamW: decay on matrices only, its betas;
+training/loop.py's global-norm clipping), so a step in the page equals a step in Python to float32 rounding
+(tests/test_train_step.py). :func:`loss_graph` is the forward half alone: the validation loss of a window.
+Transformers are refused: their page fine-tuning is not built yet.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from textweaver.errors import TextweaverError
+from textweaver.export.onnx import empty_state
+from textweaver.models import LanguageModel
+from textweaver.models.heads import AdaptiveHead
+from textweaver.training.setup import ADAM_BETAS, ADAM_EPS, decays
+
+CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient = max_norm / (norm + 1e-6), at most 1
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    weight_decay: float
+    grad_clip: float  # 0: off
+    grads: bool = False  # also output the clipped gradients ``g.NAME`` (for the parity tests, not the page)
+
+
+def parameters(model: LanguageModel) -> list[tuple[str, torch.Tensor]]:
+    """The trainable tensors in graph order (a tied head weight appears once, as the embedding)."""
+    return [(name, p) for name, p in model.named_parameters()]
+
+
+def state_names(model: LanguageModel) -> list[str]:
+    return ["h", "c"] if model.config.kind == "lstm" else ["h"]
+
+
+def _check(model: LanguageModel) -> None:
+    if model.config.kind == "transformer":
+        raise TextweaverError(
+            "fine-tuning in the page works for LSTM and GRU models; a transformer's page is exported without it"
+        )
+
+
+def _mean_nll(model: LanguageModel, params: dict[str, torch.Tensor], ids: torch.Tensor, targets: torch.Tensor,
+              state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:  # fmt: skip
+    """Mean negative log-likelihood of ``targets`` and the new state. Written as log_softmax + gather, not
+    F.cross_entropy: the exporter's NegativeLogLikelihoodLoss backward drops the mean's 1/N."""
+    out, new = torch.func.functional_call(model, params, (ids, state))
+    log_p = out.float() if isinstance(model.head, AdaptiveHead) else torch.log_softmax(out.float(), dim=-1)
+    return -log_p.gather(-1, targets[..., None]).mean(), tuple(new)
+
+
+def step_function(model: LanguageModel, options: StepOptions) -> Callable[..., tuple[torch.Tensor, ...]]:
+    """``f(ids, targets, lr, step, *p, *m, *v, *state) -> (loss, grad_norm, *p, *m, *v, *state[, *g])``."""
+    names = [name for name, _ in parameters(model)]
+    decay = [decays(p) for _, p in parameters(model)]
+    n = len(names)
+    beta1, beta2 = ADAM_BETAS
+
+    def step(ids: torch.Tensor, targets: torch.Tensor, lr: torch.Tensor, t: torch.Tensor,
+             *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        ps, ms, vs, state = flat[:n], flat[n : 2 * n], flat[2 * n : 3 * n], tuple(flat[3 * n :])
+
+        def loss_of(weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+            loss, new = _mean_nll(model, dict(zip(names, weights, strict=True)), ids, targets, state)
+            return loss, (loss.detach(), *new)
+
+        grads, aux = torch.func.grad_and_value(loss_of, has_aux=True)(list(ps))
+        loss, new_state = aux[1][0], aux[1][1:]
+        norm = torch.sqrt(sum((g * g).sum() for g in grads))
+        if options.grad_clip > 0:
+            coef = torch.clamp(options.grad_clip / (norm + CLIP_EPS), max=1.0)
+            grads = [g * coef for g in grads]
+        # torch.optim.AdamW (what textweaver train runs, fused or not): decoupled decay, then the moments
+        correction1, correction2 = 1 - beta1**t, torch.sqrt(1 - beta2**t)
+        new_p, new_m, new_v = [], [], []
+        for p, g, m, v, d in zip(ps, grads, ms, vs, decay, strict=True):
+            if d and options.weight_decay:
+                p = p * (1 - lr * options.weight_decay)
+            m = m + (g - m) * (1 - beta1)
+            v = v * beta2 + g * g * (1 - beta2)
+            p = p - (lr / correction1) * m / (torch.sqrt(v) / correction2 + ADAM_EPS)
+            new_p.append(p)
+            new_m.append(m)
+            new_v.append(v)
+        extra = list(grads) if options.grads else []
+        return (loss, norm, *new_p, *new_m, *new_v, *new_state, *extra)
+
+    return step
+
+
+def example_inputs(model: LanguageModel, batch: int, context: int) -> list[torch.Tensor]:
+    """Inputs of the step's shapes (their values do not matter for tracing)."""
+    ids = torch.randint(0, model.config.vocab_size, (batch, context))
+    weights = [p.detach().clone() for _, p in parameters(model)]
+    # distinct tensors each: the tracer would read one tensor passed twice as one input
+    moments = [torch.zeros_like(w) for w in weights] + [torch.zeros_like(w) for w in weights]
+    state = empty_state(model.config, batch)
+    return [ids, ids.clone(), torch.tensor(1e-3), torch.tensor(1.0), *weights, *moments, *state]
+
+
+def input_names(model: LanguageModel) -> list[str]:
+    names = [name for name, _ in parameters(model)]
+    return ["ids", "targets", "lr", "step", *(f"{k}.{n}" for k in "pmv" for n in names), *state_names(model)]
+
+
+def output_names(model: LanguageModel, options: StepOptions) -> list[str]:
+    names = [name for name, _ in parameters(model)]
+    out = ["loss", "grad_norm", *(f"{k}.{n}.out" for k in "pmv" for n in names)]
+    out += [f"{s}_out" for s in state_names(model)]
+    return out + ([f"g.{n}" for n in names] if options.grads else [])
+
+
+class _Traced(torch.nn.Module):
+    """A traced function as a module for the exporter (which names the inputs after forward's arguments)."""
+
+    def __init__(self, graph: torch.fx.GraphModule) -> None:
+        super().__init__()
+        self.graph_module = graph
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return self.graph_module(*inputs)
+
+
+def _export(fn: Callable[..., Any], inputs: list[torch.Tensor], names_in: list[str], names_out: list[str]) -> Any:
+    """``fn`` traced at ``inputs``' shapes into an ONNX ModelProto (fixed shapes)."""
+    with torch.backends.mkldnn.flags(enabled=False), warnings.catch_warnings():  # nn.LSTM as plain cells
+        warnings.simplefilter("ignore")
+        graph = make_fx(fn)(*inputs)
+        # optimize=False: onnxscript's optimizer folds ``x + 1e-8`` (Adam's eps) into ``x`` as if adding zero
+        program = torch.onnx.export(
+            _Traced(graph), tuple(inputs), dynamo=True, optimize=False, input_names=names_in,
+            output_names=names_out, verbose=False,
+        )  # fmt: skip
+    assert program is not None
+    return program.model_proto
+
+
+def step_graph(model: LanguageModel, batch: int, context: int, options: StepOptions) -> Any:
+    """The training step as an ONNX ModelProto for ``batch`` windows of ``context`` tokens."""
+    _check(model)
+    model = model.eval()  # no dropout: fine-tuning in the page is deterministic, like its parity test
+    inputs = example_inputs(model, batch, context)
+    return _export(step_function(model, options), inputs, input_names(model), output_names(model, options))
+
+
+def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
+    """``(ids, targets, *p, *state) -> (loss, *state)``: a window's validation loss, without the backward."""
+    _check(model)
+    model = model.eval()
+    names = [name for name, _ in parameters(model)]
+    n = len(names)
+
+    def loss(ids: torch.Tensor, targets: torch.Tensor, *flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        value, new = _mean_nll(model, dict(zip(names, flat[:n], strict=True)), ids, targets, tuple(flat[n:]))
+        return (value, *new)
+
+    step_inputs = example_inputs(model, batch, context)
+    inputs = [*step_inputs[:2], *step_inputs[4 : 4 + n], *step_inputs[4 + 3 * n :]]
+    names_in = ["ids", "targets", *(f"p.{name}" for name in names), *state_names(model)]
+    names_out = ["loss", *(f"{s}_out" for s in state_names(model))]
+    with torch.no_grad():
+        return _export(loss, inputs, names_in, names_out)
