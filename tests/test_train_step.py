@@ -137,3 +137,80 @@ def test_a_transformer_is_refused_in_one_line() -> None:
     with pytest.raises(TextweaverError, match="LSTM and GRU") as refused:
         step_graph(model, 1, 8, OPTIONS)
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_the_exported_page_trains_and_generates_with_the_new_weights(kind: str, tmp_path: Path) -> None:
+    """The page's way: weights.bin feeds the step; the step's new weights, written into a copy of weights.bin
+    at config.json's offsets, make generate.onnx (weights as external data) give PyTorch's logits for them."""
+    import json
+    import shutil
+
+    from textweaver.export.check import OnnxStepper
+    from textweaver.export.site import export
+    from textweaver.run import checkpoint
+
+    model, ids = model_and_ids(ModelConfig(kind=kind, n_layer=2, n_embd=24, context=32, tie_weights=True))
+    tokenizer = CharTokenizer(["<unk>", *sorted(set(TEXT))])
+    checkpoint.save(
+        tmp_path / "run" / "best", model, model.config, tokenizer, ["First"], train_config={}, metrics={}, corpus={}
+    )
+    site = export(tmp_path / "run", tmp_path / "site", "web", train=True).directory
+    train = json.loads((site / "config.json").read_text(encoding="utf-8"))["train"]
+    raw = (site / train["files"]["weights"]).read_bytes()
+    layout = train["parameters"]
+    assert [p["name"] for p in layout] == [name for name, _ in parameters(model)]
+    assert len(raw) == layout[-1]["offset"] + layout[-1]["bytes"]
+    weights = [np.frombuffer(raw, "<f4", p["bytes"] // 4, p["offset"]).reshape(p["shape"]) for p in layout]
+
+    batch, context = train["batch"], train["context"]
+    rows = ids[: len(ids) - len(ids) % batch].view(batch, -1)
+    x, y = rows[:, :context].numpy(), rows[:, 1 : context + 1].numpy()
+    step = ort.InferenceSession(str(site / train["files"]["step"]), providers=["CPUExecutionProvider"])
+    zeros = [np.zeros_like(w) for w in weights] * 2
+    state = [np.zeros((2, batch, 24), np.float32)] * len(train["state"])
+    feeds = [x, y, np.array(1e-2, np.float32), np.array(1, np.float32), *weights, *zeros, *state]
+    loss, _, *new = step.run(None, dict(zip([i.name for i in step.get_inputs()], feeds, strict=True)))
+    with torch.no_grad():
+        assert loss == pytest.approx(model(torch.from_numpy(x), None, torch.from_numpy(y))[0].item(), rel=1e-5)
+
+    page = tmp_path / "page"  # the page's buffer after training: new weights at their offsets
+    (page / "train").mkdir(parents=True)
+    shutil.copy(site / train["files"]["generate"], page / "train")
+    buffer = bytearray(raw)
+    for entry, value in zip(layout, new[: len(layout)], strict=True):
+        buffer[entry["offset"] : entry["offset"] + entry["bytes"]] = value.astype("<f4").tobytes()
+    (page / train["files"]["weights"]).write_bytes(bytes(buffer))
+    with torch.no_grad():
+        for (_, p), value in zip(parameters(model), new[: len(layout)], strict=True):
+            p.copy_(torch.from_numpy(value))
+    assert not np.allclose(new[0], weights[0])  # the step moved the weights
+    stepper = OnnxStepper(page / train["files"]["generate"], model.config)
+    tokens = torch.tensor(tokenizer.encode("First Citizen"))
+    logits = stepper.prefill(tokens[None].numpy())
+    with torch.no_grad():
+        expected, _ = model(tokens[None])
+    np.testing.assert_allclose(logits, expected[:, -1].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_only_a_web_export_of_an_rnn_trains_in_the_page(tmp_path: Path) -> None:
+    from textweaver.export.site import export
+    from textweaver.run import checkpoint
+
+    tokenizer = CharTokenizer(["<unk>", *sorted(set(TEXT))])
+    config = ModelConfig(kind="transformer", vocab_size=len(tokenizer), n_layer=1, n_embd=16, n_head=2, context=8)
+    checkpoint.save(
+        tmp_path / "t" / "best",
+        build_model(config),
+        config,
+        tokenizer,
+        ["First"],
+        train_config={},
+        metrics={},
+        corpus={},
+    )
+    for fmt, message in (("onnx", "for --format web"), ("web", "LSTM and GRU")):
+        with pytest.raises(TextweaverError, match=message):
+            export(tmp_path / "t", tmp_path / "out", fmt, train=True)
+    assert not (tmp_path / "out").exists()

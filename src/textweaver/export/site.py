@@ -20,6 +20,7 @@ from textweaver.data.tokenizer import segments_chinese
 from textweaver.errors import TextweaverError
 from textweaver.export.check import rollout_max_error
 from textweaver.export.onnx import QUANTIZE, quantize_weights, signature, write_onnx
+from textweaver.export.train_step import write_training
 from textweaver.generation.generator import SLIDE_KEEP
 from textweaver.run import checkpoint
 from textweaver.run import lock as runlock
@@ -56,8 +57,10 @@ def export(
     quantize: str | None = None,
     title: str | None = None,
     description: str | None = None,
+    train: bool = False,
 ) -> ExportResult:
-    """Write ``model.onnx``, ``tokenizer.json`` and ``prompts.json`` to ``out``; ``fmt="web"`` adds the page."""
+    """Write ``model.onnx``, ``tokenizer.json`` and ``prompts.json`` to ``out``; ``fmt="web"`` adds the page, and
+    ``train`` the files that fine-tune the model in it (export/train_step.py: LSTM and GRU models)."""
     if fmt not in FORMATS:
         raise TextweaverError(f"unknown --format {fmt!r}: use onnx (model files) or web (a static page)")
     if quantize is not None and quantize not in QUANTIZE:
@@ -67,7 +70,13 @@ def export(
             "--quantize is for --format web (a smaller download); --format onnx writes the float32 "
             "reference model: drop --quantize or use --format web"
         )
+    if train and fmt != "web":
+        raise TextweaverError("training in the page is for --format web: drop the training files or use --format web")
     ckpt = checkpoint.load(run_dir)
+    if train and ckpt.model_config.kind == "transformer":
+        raise TextweaverError(
+            "fine-tuning in the page works for LSTM and GRU models; export this transformer's page without it"
+        )
     if fmt == "web" and ckpt.tokenizer.level == "bpe":  # tokenizer.js has no BPE
         raise TextweaverError(
             "the web page cannot tokenize --level bpe models yet: export --format onnx, or train with --level char"
@@ -86,7 +95,7 @@ def export(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         try:
-            files = _write(ckpt, tmp, fmt, quantize, title, description)
+            files = _write(ckpt, tmp, fmt, quantize, title, description, train)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -108,7 +117,7 @@ def _check_out(out: Path) -> None:
 
 def _write(
     ckpt: checkpoint.Checkpoint, directory: Path, fmt: str, quantize: str | None, title: str | None,
-    description: str | None,
+    description: str | None, train: bool = False,
 ) -> dict[str, int]:  # fmt: skip
     model_path = directory / MODEL_FILE
     write_onnx(ckpt, model_path)
@@ -135,6 +144,8 @@ def _write(
             shutil.copyfile(source, directory / VENDOR / name)
         config = page_config(ckpt, "onnx", title, description)
         config["model"]["file"], config["model"]["quantize"] = MODEL_FILE, quantize
+        if train:
+            config["train"] = write_training(ckpt, directory)
         (directory / PAGE_CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
     files = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
     # the checkpoint by its folder's name (best, last): a published export names no folder of this machine

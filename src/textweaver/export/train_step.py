@@ -22,15 +22,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from textweaver.config import TrainConfig
 from textweaver.errors import TextweaverError
 from textweaver.export.onnx import empty_state
 from textweaver.models import LanguageModel
 from textweaver.models.heads import AdaptiveHead
+from textweaver.run import checkpoint
+from textweaver.training.recipe import finetune_model
 from textweaver.training.setup import ADAM_BETAS, ADAM_EPS, decays
 
 CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s: coefficient = max_norm / (norm + 1e-6), at most 1
@@ -179,3 +183,90 @@ def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
     names_out = ["loss", *(f"{s}_out" for s in state_names(model))]
     with torch.no_grad():
         return _export(loss, inputs, names_in, names_out)
+
+
+# ---- the page's training files ------------------------------------------------------------------------------
+
+TRAIN_DIR = "train"  # under the exported page
+STEP_FILE, LOSS_FILE, GENERATE_FILE, WEIGHTS_FILE = "step.onnx", "loss.onnx", "generate.onnx", "weights.bin"
+PAGE_BATCH, PAGE_CONTEXT = 16, 32  # 512 tokens a step: ~0.2 s of one WASM thread for a 2x512 LSTM
+PAGE_VAL_FRACTION = 0.1  # the visitor's text's last tenth is its validation tail, as textweaver train's split
+PAGE_WARMUP_STEPS = 20  # recipe.WARMUP_FRACTION of the ~400 steps 3 minutes make in the page
+
+
+def weight_layout(model: LanguageModel) -> list[dict[str, Any]]:
+    """Where each trainable tensor lies in ``weights.bin`` (float32, little-endian, in :func:`parameters` order)."""
+    layout, offset = [], 0
+    for name, p in parameters(model):
+        size = p.numel() * 4
+        layout.append({"name": name, "shape": list(p.shape), "offset": offset, "bytes": size, "decay": decays(p)})
+        offset += size
+    return layout
+
+
+def generation_graph(model: LanguageModel, layout: list[dict[str, Any]]) -> Any:
+    """One generation step (export/onnx.py's signature) whose weights are ``weights.bin``'s tensors, stored as
+    ONNX external data: the page writes fine-tuned weights into that buffer and opens the graph again."""
+    from onnx import TensorProto
+
+    from textweaver.export.onnx import _RNNStep, signature
+
+    names = signature(model.config)
+    tokens = torch.ones(1, 1, dtype=torch.long)
+    with torch.backends.mkldnn.flags(enabled=False), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _RNNStep(model), (tokens, *empty_state(model.config, 1)), dynamo=True, optimize=False,
+            input_names=names["inputs"], output_names=names["outputs"], verbose=False,
+        )  # fmt: skip
+    assert program is not None
+    proto = program.model_proto
+    # the graph names a tensor by one of its module paths (a tied head weight: by the head's); find its entry
+    by_tensor = {id(p): entry for (_, p), entry in zip(parameters(model), layout, strict=True)}
+    for init in proto.graph.initializer:
+        entry = by_tensor.get(id(model.get_parameter(init.name.removeprefix("model."))))
+        if entry is None or init.data_type != TensorProto.FLOAT:
+            raise TextweaverError(
+                f"the generation graph holds an unexpected tensor {init.name!r}: please report this bug"
+            )
+        init.ClearField("raw_data")
+        init.ClearField("float_data")
+        init.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", WEIGHTS_FILE), ("offset", entry["offset"]), ("length", entry["bytes"])):
+            init.external_data.add(key=key, value=str(value))
+    return proto
+
+
+def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, Any]:
+    """Write the page's training files to ``directory/train/``; return their part of the page's config.json.
+
+    The step is the run's own (its weight decay and clipping); the rate is the one ``--init-from`` fine-tuning
+    of this model would choose (training/recipe.py), decayed as training/schedule.py does over the visitor's
+    time budget."""
+    import onnx
+
+    model = ckpt.build_model("cpu")
+    _check(model)
+    folder = directory / TRAIN_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = weight_layout(model)
+    with (folder / WEIGHTS_FILE).open("wb") as f:
+        for _, p in parameters(model):
+            f.write(p.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    defaults = TrainConfig()
+    trained = ckpt.train_config
+    options = StepOptions(weight_decay=float(trained.get("weight_decay", defaults.weight_decay)),
+                          grad_clip=float(trained.get("grad_clip", defaults.grad_clip) or 0.0))  # fmt: skip
+    onnx.save(step_graph(model, PAGE_BATCH, PAGE_CONTEXT, options), str(folder / STEP_FILE))
+    onnx.save(loss_graph(model, PAGE_BATCH, PAGE_CONTEXT), str(folder / LOSS_FILE))
+    onnx.save(generation_graph(model, layout), str(folder / GENERATE_FILE))
+    lr = finetune_model(ckpt.model_config, ckpt.model_config.vocab_size).lr
+    return {
+        "files": {"step": f"{TRAIN_DIR}/{STEP_FILE}", "loss": f"{TRAIN_DIR}/{LOSS_FILE}",
+                  "generate": f"{TRAIN_DIR}/{GENERATE_FILE}", "weights": f"{TRAIN_DIR}/{WEIGHTS_FILE}"},
+        "batch": PAGE_BATCH, "context": PAGE_CONTEXT, "state": state_names(model), "parameters": layout,
+        "val_fraction": PAGE_VAL_FRACTION,
+        # training/schedule.py's learning_rate with progress by time: mirrored by the page, not re-chosen there
+        "schedule": {"peak": lr, "warmup_steps": PAGE_WARMUP_STEPS,
+                     "min_ratio": float(trained.get("min_lr_ratio", defaults.min_lr_ratio))},
+    }  # fmt: skip
