@@ -214,3 +214,50 @@ def test_only_a_web_export_of_an_rnn_trains_in_the_page(tmp_path: Path) -> None:
         with pytest.raises(TextweaverError, match=message):
             export(tmp_path / "t", tmp_path / "out", fmt, train=True)
     assert not (tmp_path / "out").exists()
+
+
+def page_model_file(path: Path, run: Path, weights: list[np.ndarray], names: list[str]) -> Path:
+    """A .safetensors file as the page's Download model writes it (by hand: header length, JSON, data)."""
+    import json
+    import struct
+
+    header: dict[str, object] = {"__metadata__": {
+        "format": "textweaver-page-model", "config.json": (run / "config.json").read_text(encoding="utf-8"),
+        "tokenizer.json": (run / "tokenizer.json").read_text(encoding="utf-8"),
+        "prompts.json": (run / "prompts.json").read_text(encoding="utf-8"),
+    }}  # fmt: skip
+    data, offset = b"", 0
+    for name, w in zip(names, weights, strict=True):
+        raw = w.astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(w.shape), "data_offsets": [offset, offset + len(raw)]}
+        data, offset = data + raw, offset + len(raw)
+    encoded = json.dumps(header).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data)
+    return path
+
+
+def test_a_model_downloaded_from_the_page_loads_generates_and_fine_tunes_further(tmp_path: Path) -> None:
+    from textweaver import load
+    from textweaver.run import checkpoint
+
+    model, _ = model_and_ids(ModelConfig(kind="gru", n_layer=1, n_embd=16, context=CONTEXT, tie_weights=True))
+    tokenizer = CharTokenizer(["<unk>", *sorted(set(TEXT))])
+    saved = {"train_config": {}, "metrics": {}, "corpus": {}}
+    checkpoint.save(tmp_path / "run" / "best", model, model.config, tokenizer, ["First"], **saved)
+    changed = [p.detach().numpy() + 0.01 for _, p in parameters(model)]  # "fine-tuned" weights
+    file = page_model_file(tmp_path / "my model.safetensors", tmp_path / "run" / "best", changed,
+                           [name for name, _ in parameters(model)])  # fmt: skip
+    loaded = checkpoint.load(file)
+    assert loaded.model_config == model.config and len(loaded.tokenizer) == len(tokenizer)
+    rebuilt = loaded.build_model()
+    for (name, p), value in zip(parameters(rebuilt), changed, strict=True):
+        np.testing.assert_array_equal(p.detach().numpy(), value, err_msg=name)
+    assert len(load(file).generate("First", length=20, seed=1)) == len("First") + 20  # the prompt, then 20
+
+    bad = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, str(bad))
+    with pytest.raises(TextweaverError, match="not a model downloaded from a textweaver page"):
+        checkpoint.load(bad)

@@ -19,6 +19,7 @@ Transformers are refused: their page fine-tuning is not built yet.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -189,6 +190,7 @@ def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
 
 TRAIN_DIR = "train"  # under the exported page
 STEP_FILE, LOSS_FILE, GENERATE_FILE, WEIGHTS_FILE = "step.onnx", "loss.onnx", "generate.onnx", "weights.bin"
+RUN_FILE = "run.json"  # the checkpoint's config.json: a model downloaded from the page is a checkpoint again
 PAGE_BATCH, PAGE_CONTEXT = 16, 32  # 512 tokens a step: ~0.2 s of one WASM thread for a 2x512 LSTM
 PAGE_VAL_FRACTION = 0.1  # the visitor's text's last tenth is its validation tail, as textweaver train's split
 PAGE_WARMUP_STEPS = 20  # recipe.WARMUP_FRACTION of the ~400 steps 3 minutes make in the page
@@ -260,10 +262,11 @@ def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, An
     onnx.save(step_graph(model, PAGE_BATCH, PAGE_CONTEXT, options), str(folder / STEP_FILE))
     onnx.save(loss_graph(model, PAGE_BATCH, PAGE_CONTEXT), str(folder / LOSS_FILE))
     onnx.save(generation_graph(model, layout), str(folder / GENERATE_FILE))
+    shutil.copyfile(ckpt.directory / checkpoint.CONFIG, folder / RUN_FILE)
     lr = finetune_model(ckpt.model_config, ckpt.model_config.vocab_size).lr
     return {
-        "files": {"step": f"{TRAIN_DIR}/{STEP_FILE}", "loss": f"{TRAIN_DIR}/{LOSS_FILE}",
-                  "generate": f"{TRAIN_DIR}/{GENERATE_FILE}", "weights": f"{TRAIN_DIR}/{WEIGHTS_FILE}"},
+        "files": {key: f"{TRAIN_DIR}/{name}" for key, name in (("step", STEP_FILE), ("loss", LOSS_FILE),
+                  ("generate", GENERATE_FILE), ("weights", WEIGHTS_FILE), ("run", RUN_FILE))},
         "batch": PAGE_BATCH, "context": PAGE_CONTEXT, "state": state_names(model), "parameters": layout,
         "val_fraction": PAGE_VAL_FRACTION,
         # training/schedule.py's learning_rate with progress by time: mirrored by the page, not re-chosen there

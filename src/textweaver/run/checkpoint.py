@@ -12,10 +12,12 @@ at any moment leaves the previous checkpoint loadable (see :func:`recover`).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -38,6 +40,9 @@ WEIGHTS, CONFIG, TOKENIZER, PROMPTS, TRAINER = (
     "model.safetensors", "config.json", "tokenizer.json", "prompts.json", "trainer.pt",
 )  # fmt: skip
 CHECKSUMMED = (WEIGHTS, TOKENIZER, PROMPTS)
+# a model fine-tuned in an exported page and downloaded from it (web/train.js): one .safetensors file whose
+# metadata holds the checkpoint's config.json, tokenizer.json and prompts.json
+PAGE_MODEL = "textweaver-page-model"
 
 
 @dataclass
@@ -143,10 +148,13 @@ def builtin_model_dir(name: str) -> Path:
 
 def resolve(path: str | Path) -> Path:
     """The checkpoint folder meant by ``path``: a checkpoint itself, a run's ``best/`` then
-    ``last/``, or ``builtin:NAME`` for a model shipped with textweaver."""
+    ``last/``, ``builtin:NAME`` for a model shipped with textweaver, or a ``.safetensors`` file downloaded from
+    a page that fine-tuned its model (:func:`unpack_page_model`)."""
     if str(path).startswith("builtin:"):
         return builtin_model_dir(str(path).removeprefix("builtin:"))
     p = Path(path)
+    if p.suffix == ".safetensors" and p.is_file():
+        return unpack_page_model(p)
     recover(p)
     if not p.exists():
         raise TextweaverError(f"{p}: no such run directory: give the --out folder of a training run")
@@ -158,6 +166,34 @@ def resolve(path: str | Path) -> Path:
         f"{p}: not a textweaver checkpoint (no config.json here or in best/ or last/): "
         "give a training run's --out folder"
     )
+
+
+def unpack_page_model(path: Path) -> Path:
+    """A model downloaded from a page as a checkpoint folder (a temporary one, removed when textweaver ends)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise TextweaverError(f"{path}: unreadable .safetensors file ({e}): download the model again") from None
+    if meta.get("format") != PAGE_MODEL or not all(k in meta for k in (CONFIG, TOKENIZER, PROMPTS)):
+        raise TextweaverError(
+            f"{path}: not a model downloaded from a textweaver page (its metadata lacks format={PAGE_MODEL!r}): "
+            "give a training run's --out folder, or the file a page's Download model gave"
+        )
+    try:
+        config = json.loads(meta[CONFIG])
+        config.pop("checksums", None)  # the page changed the weights; the file has its own integrity check
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise TextweaverError(f"{path}: damaged metadata ({e}): download the model again") from None
+    folder = Path(tempfile.mkdtemp(prefix="textweaver-page-model-"))
+    atexit.register(shutil.rmtree, folder, True)
+    shutil.copyfile(path, folder / WEIGHTS)
+    (folder / CONFIG).write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    (folder / TOKENIZER).write_text(meta[TOKENIZER], encoding="utf-8")
+    (folder / PROMPTS).write_text(meta[PROMPTS], encoding="utf-8")
+    return folder
 
 
 def load(path: str | Path) -> Checkpoint:
