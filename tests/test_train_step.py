@@ -261,3 +261,18 @@ def test_a_model_downloaded_from_the_page_loads_generates_and_fine_tunes_further
     save_file({"x": torch.zeros(2)}, str(bad))
     with pytest.raises(TextweaverError, match="not a model downloaded from a textweaver page"):
         checkpoint.load(bad)
+
+
+def test_the_cli_refuses_a_train_panel_outside_a_web_page_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from textweaver.run import checkpoint
+
+    from conftest import run_cli
+
+    model, _ = model_and_ids(ModelConfig(kind="lstm", n_layer=1, n_embd=8, context=CONTEXT))
+    tokenizer = CharTokenizer(["<unk>", *sorted(set(TEXT))])
+    saved = {"train_config": {}, "metrics": {}, "corpus": {}}
+    checkpoint.save(tmp_path / "run" / "best", model, model.config, tokenizer, ["First"], **saved)
+    code, _, err = run_cli(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--train-panel"], capsys)
+    assert code != 0 and err.strip().count("\n") == 0 and "for --format web" in err, err

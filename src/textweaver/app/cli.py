@@ -302,11 +302,18 @@ def export(
     ] = None,
     title: PageTitle = None,
     description: PageDescription = None,
+    train_panel: Annotated[
+        bool,
+        typer.Option(
+            help="Web only: let the page fine-tune the model on the visitor's own text (LSTM/GRU; adds "
+            "the training step and float32 weights, docs/web.md)."
+        ),
+    ] = False,
 ) -> None:
     """Export a trained model as ONNX, or as a static web page that works offline with any static server."""
     from textweaver.export.site import export as run_export
 
-    result = run_export(run_dir, out, fmt, quantize, title, description)
+    result = run_export(run_dir, out, fmt, quantize, title, description, train=train_panel)
     print(f"wrote {result.directory}/ ({result.total_bytes / 1e6:.1f} MB)")
     for name, size in result.files.items():
         print(f"  {name:<48} {size / 1e6:>8.2f} MB")
