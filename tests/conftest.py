@@ -1,4 +1,5 @@
-"""Shared fixtures: the real-text excerpts in tests/data and a small trained run; and the rule that
+"""Shared fixtures: the real-text excerpts in tests/data and a small trained run; the helpers several
+test files use (the CLI run in-process, small models, tokenizers built from a text); and the rule that
 under TEXTWEAVER_NO_SKIP=1 (CI) a skipped test fails the run."""
 
 from __future__ import annotations
@@ -7,10 +8,13 @@ import os
 import re
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+
+if TYPE_CHECKING:
+    from textweaver.data.tokenizer import Tokenizer
 
 DATA = Path(__file__).parent / "data"
 SHAKESPEARE = DATA / "shakespeare_8k.txt"
@@ -114,3 +118,43 @@ def one_line_error(code: int, out: str, err: str, message: str) -> None:
     assert out == "" and err.count("\n") == 1 and err.startswith("textweaver: error: "), err
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+# Helpers shared by the specification files of several modules (the models', the tokenizers').
+
+
+def small(kind: str, vocab: int = 50, **kw: object) -> torch.nn.Module:
+    """A small model of ``kind`` with seeded weights, in eval mode."""
+    from textweaver.config import ModelConfig
+    from textweaver.models import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind=kind, vocab_size=vocab, n_layer=2, n_embd=32, n_head=4, context=48, **kw)  # type: ignore[arg-type]
+    return build_model(cfg).eval()
+
+
+ALL_LEVELS = ["char", "word", "bpe"]
+
+# Hand-picked texts that tokenizers commonly get wrong.
+TRICKY = [
+    "",
+    "西游记：混沌未分天地乱，茫茫渺渺无人见。",
+    "family 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵, skin tone 👍🏽",
+    "col1\tcol2\t\tcol3\n",
+    "line one\r\nline two\r\n\r\n",
+    "cafe\u0301 vs caf\u00e9, a\u0308\u0304, \u0301 leading mark",
+    "   leading and trailing whitespace   ",
+    "\x00\x07\x1b control chars \u2028 line sep \u00a0 nbsp",
+]
+
+
+def tokenizer_for(
+    text: str, level: str, vocab_size: int | None = None, lowercase: bool = False, normalize: str | None = None
+) -> Tokenizer:
+    """A tokenizer built from ``text`` itself, as prepare() builds one from a corpus."""
+    from textweaver.data.tokenizer import preprocess
+    from textweaver.data.vocab import VocabCounter
+
+    counter = VocabCounter(level, lowercase, normalize)
+    counter.update(preprocess(text, lowercase, normalize))
+    return counter.build(vocab_size)

@@ -1,4 +1,5 @@
-"""The package's shape: folders that follow the pipeline, imports that flow one way (docs/architecture.md)."""
+"""The package's shape: folders that follow the pipeline, imports that flow one way (docs/architecture.md), and
+tests that follow the modules: each module has the test file(s) named after it that import it."""
 
 from __future__ import annotations
 
@@ -74,3 +75,94 @@ def test_no_module_imports_itself_round_a_cycle() -> None:
 
     for name in graph:
         visit(name, [])
+
+
+# Every module of the package and the test file(s) that specify it, named after it. None: no test file of its own,
+# for the reason given. A module's tests go in its own file: a new module needs an entry here (and its file).
+TESTED_BY: dict[str, str | tuple[str, ...] | None] = {
+    "textweaver.__main__": None,  # `python -m textweaver`: tests/test_cli.py runs it as a process (an import runs it)
+    "textweaver.errors": None,  # the exception class alone: no behaviour of its own
+    "textweaver.config": "tests/test_config.py",
+    "textweaver.device": None,  # no test of its own yet: --device is refused through the CLI in tests/test_hostile.py
+    "textweaver.data.batches": "tests/test_batches.py",
+    "textweaver.data.bpe": "tests/test_bpe.py",
+    "textweaver.data.corpus": "tests/test_corpus.py",
+    "textweaver.data.dataset": "tests/test_dataset.py",
+    "textweaver.data.tokenizer": "tests/test_tokenizer.py",
+    "textweaver.data.vocab": "tests/test_vocab.py",
+    "textweaver.models": "tests/test_models.py",  # the package's own functions: build_model, set_dropout, ...
+    "textweaver.models.heads": "tests/test_heads.py",
+    "textweaver.models.rnn": "tests/test_rnn.py",
+    "textweaver.models.transformer": "tests/test_transformer.py",
+    "textweaver.run.checkpoint": "tests/test_checkpoint.py",
+    "textweaver.run.lock": "tests/test_lock.py",
+    "textweaver.run.log": "tests/test_log.py",
+    "textweaver.generation.generator": "tests/test_generator.py",
+    "textweaver.generation.sampling": "tests/test_sampling.py",
+    "textweaver.training.calibrate": "tests/test_calibrate.py",
+    "textweaver.training.choose": "tests/test_choose.py",
+    # joins torchrun's process group: tests/test_distributed.py runs it under torchrun, in processes of their own
+    "textweaver.training.distributed": None,
+    "textweaver.training.evaluate": "tests/test_evaluate.py",
+    "textweaver.training.finetune": "tests/test_finetune.py",
+    "textweaver.training.hooks": "tests/test_hooks.py",
+    "textweaver.training.loop": "tests/test_train.py",
+    "textweaver.training.recipe": "tests/test_recipe.py",
+    "textweaver.training.schedule": "tests/test_schedule.py",
+    "textweaver.training.setup": "tests/test_setup.py",
+    "textweaver.training.state": "tests/test_state.py",
+    "textweaver.export.onnx": "tests/test_export.py",
+    "textweaver.export.check": "tests/test_export.py",
+    "textweaver.export.site": "tests/test_export.py",
+    "textweaver.export.train_step": "tests/test_train_step.py",
+    "textweaver.report.report": "tests/test_report.py",
+    "textweaver.app.api": "tests/test_api.py",
+    "textweaver.app.cli": "tests/test_cli.py",
+    "textweaver.app.http": "tests/test_http.py",
+    "textweaver.app.serve": "tests/test_serve.py",
+    "textweaver.app.studio.app": "tests/test_studio.py",
+    "textweaver.app.studio.deps": None,  # the routes' shared dependencies: through the studio app in test_studio.py
+    "textweaver.app.studio.generate": "tests/test_studio.py",
+    "textweaver.app.studio.publish": None,  # routes: requested through the studio app in tests/test_studio.py
+    "textweaver.app.studio.runs": "tests/test_studio.py",
+    "textweaver.app.studio.texts": None,  # routes: requested through the studio app in tests/test_studio.py
+    "textweaver.app.studio.trainer": "tests/test_studio.py",
+    "textweaver.app.studio.training": None,  # routes: requested through the studio app in tests/test_studio.py
+    "textweaver.app.studio.workspace": "tests/test_studio.py",
+}
+ROOT = PACKAGE.parent.parent
+
+
+def specified_modules() -> set[str]:
+    """The modules with behaviour to specify: every file, and a package whose __init__ defines a function or class."""
+    return {
+        name for name, path in modules().items()
+        if path.name != "__init__.py"
+        or any(isinstance(node, ast.FunctionDef | ast.ClassDef) for node in ast.parse(path.read_text()).body)
+    }  # fmt: skip
+
+
+def imports_module(path: Path, module: str) -> bool:
+    """``import M``, ``from M import x`` or ``from P import m`` (P.m == M), anywhere in the file."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import) and any(a.name == module for a in node.names):
+            return True
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module == module or any(f"{node.module}.{a.name}" == module for a in node.names))
+        ):
+            return True
+    return False
+
+
+def test_every_module_has_its_own_test_file_and_that_file_imports_it() -> None:
+    problems = [f"{name}: not in TESTED_BY" for name in sorted(specified_modules() - TESTED_BY.keys())]
+    problems += [f"{name}: in TESTED_BY but no such module" for name in sorted(TESTED_BY.keys() - specified_modules())]
+    for name, tests in sorted(TESTED_BY.items()):
+        for test in (tests,) if isinstance(tests, str) else tests or ():
+            if not (ROOT / test).is_file():
+                problems.append(f"{name}: its test file {test} does not exist")
+            elif not imports_module(ROOT / test, name):
+                problems.append(f"{name}: its test file {test} never imports it")
+    assert not problems, "tests follow the modules (TESTED_BY in tests/test_architecture.py):\n" + "\n".join(problems)

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import textweaver.data.dataset as dataset
-from textweaver.data.batches import StreamWindows
 from textweaver.data.corpus import CorpusOptions
 from textweaver.data.dataset import DataOptions, EncodedCorpus, encode_file, prepare
 from textweaver.errors import TextweaverError
@@ -251,20 +249,3 @@ def test_cache_directory_is_under_the_given_root(tmp_path: Path, two_files: list
     assert corpus.directory == tmp_path / "run" / "cache" / corpus.key
     assert {p.name for p in corpus.directory.iterdir()} == {"train.bin", "val.bin", "meta.json"}
     assert not [p for p in os.listdir(tmp_path / "run" / "cache") if p.startswith(".")]
-
-
-@pytest.mark.parametrize("world", [2, 3])
-def test_stream_windows_of_several_processes_are_one_processs_batch_or_refused(world: int) -> None:
-    """Each rank keeps its share of the global batch; on a corpus too short for the batch the streams
-    shrink, and a share that no longer divides evenly is refused instead of dropping rows."""
-    ids = np.arange(6 * 16 + 1) % 50  # 6 windows of 16
-    one = StreamWindows(ids, batch=6, context=16, seed=0)
-    ranks = [StreamWindows(ids, batch=6, context=16, seed=0, rank=r, world=world) for r in range(world)]
-    for _ in range(3):
-        x, y, _ = one.next()
-        parts = [w.next() for w in ranks]
-        assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
-    short = np.arange(5 * 16 + 1) % 50  # 5 windows: a batch of 6 shrinks to 5, which 2 or 3 processes cannot share
-    with pytest.raises(TextweaverError, match=rf"only 5 windows of --context 16 .* over {world} processes: use "):
-        StreamWindows(short, batch=6, context=16, seed=0, rank=0, world=world)
-    assert StreamWindows(short, batch=6, context=16, seed=0).batch == 5  # one process still shrinks

@@ -18,6 +18,7 @@ from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer, WordTokenizer
 from textweaver.errors import TextweaverError
 from textweaver.export.check import OnnxStepper, rollout_max_error
+from textweaver.export.onnx import signature
 from textweaver.export.site import MANIFEST, MODEL_FILE, RUNTIME_FILES, UI_FILES, VENDOR, export
 from textweaver.generation.sampling import SamplingOptions, probabilities
 from textweaver.models import build_model
@@ -139,6 +140,9 @@ def test_onnx_signature_is_one_step_with_dynamic_batch_and_cache(runs: dict[str,
                 for v in [*model.graph.input, *model.graph.output]}  # fmt: skip
         shapes[kind] = dims
         assert {p.key: p.value for p in model.metadata_props}["kind"] == kind
+        names = signature(checkpoint.load(runs[kind]).model_config)  # what OnnxStepper and the page feed
+        assert [v.name for v in model.graph.input] == names["inputs"]
+        assert [v.name for v in model.graph.output] == names["outputs"]
     vocab = shapes["lstm"]["logits"][1]
     assert shapes["lstm"] == {
         "tokens": ["batch", 1], "h": [2, "batch", 32], "c": [2, "batch", 32],

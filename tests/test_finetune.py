@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from textweaver import load, train
-from textweaver.data.vocab import VocabCounter
 from textweaver.models import build_model
 from textweaver.run import checkpoint
 from textweaver.training.finetune import Source, load_weights
-from textweaver.training.recipe import FINETUNE_MAX_PASSES, Facts, Speed, finetune_passes
+from textweaver.training.recipe import FINETUNE_MAX_PASSES
 
 from conftest import SHAKESPEARE, XIYOUJI, one_line_error, run_cli
 
@@ -42,23 +41,6 @@ def source(halves: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) 
     train([halves[0]], out, model="lstm", layers=1, width=96, context=64, batch_size=16, max_steps=SOURCE_STEPS,
           lr=6e-3, **FT)  # fmt: skip
     return out
-
-
-def test_the_vocabulary_keeps_every_id_of_the_source_and_appends_the_new_tokens_by_frequency() -> None:
-    base = VocabCounter("char")
-    base.update("aaab")
-    base_tok = base.build()
-    new = VocabCounter("char")
-    new.update("b c d d d")
-    extended = new.build(base=base_tok)
-    assert extended.vocab == [*base_tok.vocab, " ", "d", "c"]  # 'a' and 'b' keep their ids; ' ' (4) > d (3) > c
-    words = VocabCounter("word")
-    words.update("the cat the dog")
-    word_base = words.build()
-    more = VocabCounter("word")
-    more.update("a cat, a bird")
-    grown = more.build(vocab_size=len(word_base) + 2, base=word_base)
-    assert grown.vocab[: len(word_base)] == word_base.vocab and grown.vocab[len(word_base) :] == ["a", ","]
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "transformer", "lstm-adaptive"])
@@ -277,15 +259,3 @@ def test_a_fine_tuning_budget_that_buys_many_passes_trains_three_and_stops(
     assert f"{FINETUNE_MAX_PASSES:g} passes: the budget buys ~" in capsys.readouterr().err
     given = train([halves[1]], tmp_path / "given", init_from=str(source), max_time=600, epochs=1, **FT)
     assert given.stopped == "epochs" and given.tokens < 2 * saved["corpus"]["train_tokens"]  # the user's --epochs
-
-
-def test_the_pass_limit_applies_to_time_budgets_that_buy_more_than_it() -> None:
-    speed = Speed(fp32=5_000.0, bf16=9_000.0)  # the faster one counts
-    facts = Facts(train_tokens=400_000, vocab_size=13_000, shortlist=1_200, budget_s=300.0, device="cpu")
-    passes, why = finetune_passes(facts, speed)  # ~6.8 passes
-    assert passes == FINETUNE_MAX_PASSES and "the budget buys ~7 over the corpus" in why
-    assert finetune_passes(dataclasses.replace(facts, budget_s=120.0), speed) == (None, "")  # ~2.7 passes
-    assert finetune_passes(dataclasses.replace(facts, budget_s=None), speed) == (None, "")  # a step or epoch budget
-    # Alice in Wonderland's 117K tokens: 3 passes would be 86 steps, under FINETUNE_MIN_STEPS: the time budget stays
-    short = dataclasses.replace(facts, train_tokens=117_000, budget_s=120.0)  # ~9 passes
-    assert finetune_passes(short, speed) == (None, "")

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textweaver.config import ModelConfig
-from textweaver.models import build_model, set_unigram_prior
-from textweaver.training import calibrate
 from textweaver.training import recipe as autoconfig
-from textweaver.training.recipe import Facts, Speed
+from textweaver.training.recipe import FINETUNE_MAX_PASSES, Facts, Speed, finetune_passes
 
-from conftest import SHAKESPEARE, TINY, XIYOUJI
+from conftest import TINY, XIYOUJI
 
 CHINESE_2MIN = Facts(train_tokens=662_263, vocab_size=4_506, shortlist=896, budget_s=119.0, device="cpu")
 BF16_FAST = Speed(fp32=7_000.0, bf16=15_000.0)
@@ -117,39 +112,6 @@ def test_every_recipe_is_trainable(fp32: float, ratio: float, budget: float | No
     assert recipe.precision in ("fp32", "bf16") and recipe.lr > 0 and recipe.reasons
 
 
-def test_calibration_measures_both_precisions_without_touching_the_random_stream() -> None:
-    torch.manual_seed(5)
-    expected = torch.rand(3)
-    torch.manual_seed(5)
-    speed = calibrate.measure(
-        ModelConfig(kind="lstm", vocab_size=50, n_layer=1, n_embd=32, context=16), 4, torch.device("cpu")
-    )
-    assert torch.equal(torch.rand(3), expected)
-    assert speed.fp32 > 0 and speed.bf16 > 0
-
-
-def test_the_unigram_prior_starts_the_loss_at_the_unigram_entropy() -> None:
-    ids = np.fromiter((ord(c) % 500 for c in XIYOUJI.read_text(encoding="utf-8")), dtype=np.int64)
-    config = ModelConfig(kind="lstm", vocab_size=500, n_layer=2, n_embd=64, context=32)
-    torch.manual_seed(0)
-    model = build_model(config)
-    x = torch.from_numpy(ids[: 32 * 32].reshape(32, 32))
-    y = torch.from_numpy(ids[1 : 32 * 32 + 1].reshape(32, 32))
-
-    def loss() -> float:
-        with torch.no_grad():
-            return float(F.cross_entropy(model(x)[0].reshape(-1, 500), y.reshape(-1)))
-
-    before = loss()
-    counts = np.bincount(ids, minlength=500)
-    set_unigram_prior(model, counts)
-    p = (counts + 1) / (counts + 1).sum()
-    entropy = float(-(np.bincount(y.reshape(-1).numpy(), minlength=500) * np.log(p)).sum() / y.numel())
-    assert before > math.log(500) - 0.1  # a fresh model guesses uniformly
-    assert loss() == pytest.approx(entropy, abs=0.1)  # with the prior it starts at the unigram cross-entropy
-    assert loss() < before - 0.5
-
-
 def test_training_without_model_options_prints_records_and_keeps_the_recipe(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -169,49 +131,6 @@ def test_training_without_model_options_prints_records_and_keeps_the_recipe(
     resumed = json.loads((tmp_path / "r" / "last" / "config.json").read_text())["train"]
     for key in ("model", "width", "layers", "context", "batch_size", "lr", "warmup_steps", "precision", "extra"):
         assert resumed[key] == saved[key], key
-
-
-def test_explicit_options_override_the_recipe(tmp_path: Path) -> None:
-    from textweaver import train
-
-    options = {k: v for k, v in TINY.items() if k != "preset"}
-    train([SHAKESPEARE], tmp_path / "a", max_steps=2, batch_size=6, context=20, lr=1e-3, **options)
-    saved = json.loads((tmp_path / "a" / "last" / "config.json").read_text())
-    assert saved["model"]["kind"] == "lstm" and saved["model"]["context"] == 20
-    assert (saved["train"]["batch_size"], saved["train"]["lr"]) == (6, 1e-3)
-    assert "batch 6 x 20" in saved["train"]["extra"]["recipe"]["summary"]
-
-    # the user's rate replaces the recipe's, and the recipe's reason for its own goes with it
-    train([XIYOUJI], tmp_path / "c", max_steps=2, lr=1e-3, **options)
-    recipe = json.loads((tmp_path / "c" / "last" / "config.json").read_text())["train"]["extra"]["recipe"]
-    assert "lr 0.001" in recipe["summary"] and not [r for r in recipe["reasons"] if r.startswith("lr ")]
-
-    train([SHAKESPEARE], tmp_path / "b", max_steps=2, model="gru", **options)
-    saved = json.loads((tmp_path / "b" / "last" / "config.json").read_text())["train"]
-    assert saved["model"] == "gru" and saved["preset"] == "small" and "recipe" not in saved["extra"]
-
-
-def test_a_model_named_alone_with_a_time_budget_gets_the_recipes_batch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """--model transformer --max-time T (no size, no batch): the preset's 32 x 128 made 42 steps in 40 s at word
-    level; the recipe sizes the batch for the steps the budget buys (here a measured speed of 1.2M tokens/s for
-    10 s: 12M tokens / 8,000 steps -> 1,500 -> 2,048 tokens a step, 16 x 128), with the preset's size and rate."""
-    from textweaver import train
-
-    monkeypatch.setattr(calibrate, "measure", lambda *args: Speed(fp32=1.2e6))  # the speed, not the clock, decides
-    options = {k: v for k, v in TINY.items() if k != "preset"}
-    train([SHAKESPEARE], tmp_path / "t", model="transformer", max_time=10, **options)
-    saved = json.loads((tmp_path / "t" / "last" / "config.json").read_text())["train"]
-    assert (saved["batch_size"], saved["lr"], saved["preset"], saved["context"]) == (16, 3e-3, "small", 128)
-    summary = saved["extra"]["recipe"]["summary"]
-    assert summary.startswith("transformer 4x128, batch 16 x 128, lr 0.003, warmup 100, fp32")
-    assert "batch 16 x 128: the budget buys ~12.0M tokens, ~5,859 steps" in saved["extra"]["recipe"]["reasons"]
-    assert f"auto: {summary}" in capsys.readouterr().err
-    # a size, a preset or a batch given: the preset's batch, as before
-    train([SHAKESPEARE], tmp_path / "p", model="transformer", preset="small", max_time=4, **options)
-    saved = json.loads((tmp_path / "p" / "last" / "config.json").read_text())["train"]
-    assert saved["batch_size"] == 32 and "recipe" not in saved["extra"]
 
 
 def test_the_output_layer_follows_the_vocabulary_and_the_users_choice() -> None:
@@ -249,51 +168,13 @@ def test_an_interrupted_bf16_adaptive_softmax_run_resumes_to_exactly_the_uninter
     assert saved["train"]["precision"] == "bf16" and saved["model"]["cutoffs"]
 
 
-def test_a_fresh_run_starts_its_output_bias_at_the_corpus_frequencies(tmp_path: Path) -> None:
-    from textweaver import load, train
-
-    train([SHAKESPEARE], tmp_path / "r", max_steps=1, lr=1e-9, **{**TINY, "model": "lstm"})
-    model = load(tmp_path / "r")
-    ids = model.tokenizer.encode(SHAKESPEARE.read_text(encoding="utf-8"))
-    counts = np.bincount(ids[: int(0.9 * len(ids))], minlength=len(model.tokenizer)) + 1.0
-    bias = model.model.head.bias.detach().numpy()
-    assert np.allclose(bias, np.log(counts / counts.sum()), atol=0.02)
-
-
-def test_each_model_is_timed_at_the_batch_it_will_train_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """bf16 pays more with bigger steps (a 2x512 LSTM: ~1.0x at 1,024 tokens, 1.24x at 2,048), so a wide
-    model - a wider fresh recipe or a fine-tuned base - is timed at the wide models' smallest batch."""
-    from textweaver import train
-
-    seen: list[tuple[int, int]] = []
-
-    def measure(config: ModelConfig, batch: int, device: torch.device) -> Speed:
-        seen.append((config.n_embd, batch * config.context))
-        return Speed(fp32=1e8, bf16=1e8)  # fast enough to buy the widest model in a second
-
-    monkeypatch.setattr(calibrate, "measure", measure)
-    train([SHAKESPEARE], tmp_path / "fresh", max_time=1, tensorboard=False, sample_length=20, eval_tokens=4096)
-    assert seen == [(256, autoconfig.MIN_BATCH_TOKENS), (512, autoconfig.MIN_BATCH_TOKENS_WIDE)]
-    seen.clear()
-    train([SHAKESPEARE], tmp_path / "tuned", init_from="builtin:english", max_steps=1, tensorboard=False,
-          sample_length=20, eval_tokens=4096)  # fmt: skip
-    assert seen == [(512, autoconfig.MIN_BATCH_TOKENS_WIDE)]
-
-
-def test_a_budget_spent_measuring_before_the_first_step_is_one_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A busy machine can spend a short --max-time on the speed measurement: the run must say so,
-    not end 'done' at step 0 without a model."""
-    import time
-
-    from textweaver import train
-    from textweaver.errors import TextweaverError
-
-    def slow(config: ModelConfig, batch: int, device: torch.device) -> Speed:
-        time.sleep(0.6)
-        return Speed(fp32=1e4, bf16=1e4)
-
-    monkeypatch.setattr(calibrate, "measure", slow)
-    with pytest.raises(TextweaverError, match=r"the --max-time of 0\.5 s was used up before the first step: .* took"):
-        train([SHAKESPEARE], tmp_path / "r", max_time=0.5, tensorboard=False)
+def test_the_pass_limit_applies_to_time_budgets_that_buy_more_than_it() -> None:
+    speed = Speed(fp32=5_000.0, bf16=9_000.0)  # the faster one counts
+    facts = Facts(train_tokens=400_000, vocab_size=13_000, shortlist=1_200, budget_s=300.0, device="cpu")
+    passes, why = finetune_passes(facts, speed)  # ~6.8 passes
+    assert passes == FINETUNE_MAX_PASSES and "the budget buys ~7 over the corpus" in why
+    assert finetune_passes(dataclasses.replace(facts, budget_s=120.0), speed) == (None, "")  # ~2.7 passes
+    assert finetune_passes(dataclasses.replace(facts, budget_s=None), speed) == (None, "")  # a step or epoch budget
+    # Alice in Wonderland's 117K tokens: 3 passes would be 86 steps, under FINETUNE_MIN_STEPS: the time budget stays
+    short = dataclasses.replace(facts, train_tokens=117_000, budget_s=120.0)  # ~9 passes
+    assert finetune_passes(short, speed) == (None, "")

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +13,10 @@ import pytest
 
 from textweaver import load, train
 from textweaver.errors import TextweaverError
+from textweaver.training import loop
 from textweaver.training.state import RunState
 
-from conftest import SHAKESPEARE, TINY, XIYOUJI, one_line_error, run_cli
+from conftest import SHAKESPEARE, TINY, XIYOUJI, run_cli
 
 
 def evaluations(run: Path) -> list[dict[str, Any]]:
@@ -49,11 +47,10 @@ def test_a_time_budget_without_eval_every_evaluates_by_time_within_a_share_of_it
 ) -> None:
     """--max-time alone: ~15 evaluations over the budget (not one per 500 steps: 3 points in a 1-minute run),
     spaced so that evaluating takes at most EVAL_SHARE of the time."""
-    train_module = sys.modules["textweaver.training.loop"]
-    assert train_module.eval_gap(60, 0.1) == 4.0  # cheap evaluations: every budget / EVALS_PER_BUDGET
-    assert train_module.eval_gap(60, 2.0) == pytest.approx(18.0)  # 2 s each: 2 s in every 20 s, 10%
+    assert loop.eval_gap(60, 0.1) == 4.0  # cheap evaluations: every budget / EVALS_PER_BUDGET
+    assert loop.eval_gap(60, 2.0) == pytest.approx(18.0)  # 2 s each: 2 s in every 20 s, 10%
     # a loaded test machine makes evaluations slow: a looser share keeps the points without changing the rule
-    monkeypatch.setattr(train_module, "EVAL_SHARE", 0.5)
+    monkeypatch.setattr(loop, "EVAL_SHARE", 0.5)
     options = {**{k: v for k, v in TINY.items() if k != "eval_every"}, "threads": 1}  # 2 threads crawl on a busy CPU
     result = train([SHAKESPEARE], tmp_path / "r", max_time=8, **options)
     steps = [r["step"] for r in evaluations(tmp_path / "r")]
@@ -67,8 +64,7 @@ def test_the_first_evaluation_by_time_waits_when_its_estimated_cost_would_take_o
     """A word-level transformer scoring 92,776 validation tokens at ~1,000 tokens/s: an evaluation 1/15 into a
     40 s budget took ~40 s and left 2 training steps. Before the first evaluation its cost is estimated from the
     training speed; here scoring is made to look 10^6 times slower than it is, so none comes before the end."""
-    train_module = sys.modules["textweaver.training.loop"]
-    monkeypatch.setattr(train_module, "EVAL_SPEEDUP", 1e-6)
+    monkeypatch.setattr(loop, "EVAL_SPEEDUP", 1e-6)
     options = {**{k: v for k, v in TINY.items() if k != "eval_every"}, "threads": 1}
     result = train([SHAKESPEARE], tmp_path / "r", max_time=3, **options)
     assert [r["step"] for r in evaluations(tmp_path / "r")] == [result.steps]  # the final one only
@@ -205,47 +201,6 @@ def test_a_longer_budget_on_resume_keeps_the_learning_rate_decaying(
     assert len(lrs) == 24 and lrs[-4:] == pytest.approx([1e-3] * 4, rel=0.05)
 
 
-def test_the_schedule_is_stretched_from_where_a_resume_changed_the_budget() -> None:
-    s = RunState()
-    assert s.schedule_progress(0.3) == 0.3  # no change of budget: the budget's progress itself
-    s.anchor = (0.9, 0.45)  # 90% through the schedule when the budget doubled (45% of the new one)
-    assert s.schedule_progress(0.45) == pytest.approx(0.9)
-    assert s.schedule_progress(0.725) == pytest.approx(0.95)
-    assert s.schedule_progress(1.0) == pytest.approx(1.0)
-
-
-def test_a_second_writer_of_a_run_is_refused_until_the_first_dies_even_by_kill_9(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Two `train --resume` on one --out (a requeued job overlapping its predecessor) would overwrite each
-    other's checkpoints: the second gets one line naming the first's pid; the OS frees the lock on kill -9."""
-    run = tmp_path / "r"
-    train([SHAKESPEARE], run, max_steps=2, **TINY)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from textweaver.run import lock\n"
-         "with lock.held(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(600)",
-         str(run / ".lock")], stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        before = (run / "last" / "config.json").read_bytes()
-        capsys.readouterr()
-        code, out, err = run_cli(["train", str(SHAKESPEARE), "--out", str(run), "--resume", "--max-steps", "4"], capsys)
-        one_line_error(code, out, err, f"in use by another textweaver process \\(pid {holder.pid}\\)")
-        assert (run / "last" / "config.json").read_bytes() == before  # nothing was touched
-    finally:
-        holder.kill()  # SIGKILL: no clean-up runs in the holder
-        holder.wait()
-    assert train([SHAKESPEARE], run, resume=True, max_steps=4).steps == 4
-    assert not (run / ".lock.pid").exists()  # released with the run
-
-
-def test_a_refused_fresh_run_leaves_no_folder_behind(tmp_path: Path) -> None:
-    with pytest.raises(TextweaverError, match="--max-steps must be positive"):
-        train([SHAKESPEARE], tmp_path / "new", max_steps=-1, **TINY)
-    assert not (tmp_path / "new").exists()
-
-
 def test_encoding_auto_reads_a_gb18030_novel_and_says_what_it_chose(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,31 +210,6 @@ def test_encoding_auto_reads_a_gb18030_novel_and_says_what_it_chose(
     assert re.search(rf"--encoding auto: {re.escape(str(gb))} reads as (gb18030|gbk|gb2312)", capsys.readouterr().err)
     train([XIYOUJI], tmp_path / "utf8", max_steps=2, **TINY)
     assert load(tmp_path / "gb").tokenizer == load(tmp_path / "utf8").tokenizer  # the same characters
-
-
-@pytest.mark.parametrize(("mine", "other", "refused"), [
-    ((True, 40), (True, 40), False),  # shared storage: every rank resumes from step 40
-    ((False, -1), (False, -1), False),  # a fresh run everywhere
-    ((True, 40), (False, -1), True),  # node-local --out: the other node would start afresh
-    ((True, 40), (True, 20), True),  # two different checkpoints
-])  # fmt: skip
-def test_every_process_must_resume_from_the_same_checkpoint(
-    tmp_path: Path, mine: tuple[bool, int], other: tuple[bool, int], refused: bool
-) -> None:
-    from textweaver.training.distributed import Dist
-    from textweaver.training.setup import agree_on_checkpoint
-
-    class TwoRanks(Dist):
-        def max(self, values: list[float]) -> list[float]:  # the other rank holds `other`
-            peer = [float(other[0]), -float(other[0]), float(other[1]), -float(other[1])]
-            return [max(a, b) for a, b in zip(values, peer, strict=True)]
-
-    ranks = TwoRanks(rank=0, world_size=2)
-    if refused:
-        with pytest.raises(TextweaverError, match="not every process sees the same checkpoint.*shares"):
-            agree_on_checkpoint(*mine, tmp_path, ranks)
-    else:
-        agree_on_checkpoint(*mine, tmp_path, ranks)
 
 
 def test_resume_without_a_checkpoint_starts_fresh_and_says_so(
@@ -313,11 +243,9 @@ def test_divergence_stops_with_a_message_and_never_saves_nan_weights(
 ) -> None:
     """The run checkpoints at step 5, then its rate becomes infinite at step 8: the weights turn NaN, the
     run stops with advice, and last/ still holds the finite weights of step 5."""
-    import sys
 
-    train_module = sys.modules["textweaver.training.loop"]  # the module (the package exports its function `train`)
-    real = train_module.learning_rate
-    monkeypatch.setattr(train_module, "learning_rate", lambda step, *a: math.inf if step >= 8 else real(step, *a))
+    real = loop.learning_rate
+    monkeypatch.setattr(loop, "learning_rate", lambda step, *a: math.inf if step >= 8 else real(step, *a))
     run = tmp_path / "r"
     with pytest.raises(TextweaverError, match="diverged.*lower --lr"):
         train([SHAKESPEARE], run, max_steps=200, grad_clip=0, **{**TINY, "eval_every": 5})
@@ -355,58 +283,3 @@ def test_corpus_shorter_than_the_context_is_refused(tmp_path: Path) -> None:
     short.write_text("just a few words here\n" * 3)
     with pytest.raises(TextweaverError, match="fewer than the context of 256"):
         train([short], tmp_path / "r", context=256, max_steps=5, **TINY)
-
-
-def test_a_budget_of_many_passes_over_the_corpus_turns_dropout_on(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The budget rule: 3 s at 1M tokens/s buy far more than 10 passes over 7,161 tokens, so dropout 0.2 is
-    chosen (and recorded, so --resume and the checkpoint keep it); a step budget or an explicit value is
-    left alone. The speed is fixed and the decision taken at step 1, so a busy machine cannot change it."""
-    monkeypatch.setattr(importlib.import_module("textweaver.training.hooks"), "AUTO_DROPOUT_AFTER_STEPS", 1)
-    monkeypatch.setattr(RunState, "tokens_per_s", lambda self: 1e6)
-    train([SHAKESPEARE], tmp_path / "long", max_time=3, **TINY)
-    assert "passes over the corpus: dropout 0.2" in capsys.readouterr().err
-    saved = json.loads((tmp_path / "long" / "last" / "config.json").read_text())
-    assert saved["model"]["dropout"] == 0.2 and saved["train"]["dropout"] == 0.2
-    train([SHAKESPEARE], tmp_path / "steps", max_steps=40, **TINY)
-    train([SHAKESPEARE], tmp_path / "chosen", max_time=3, dropout=0.0, **TINY)
-    for run in ("steps", "chosen"):
-        assert json.loads((tmp_path / run / "last" / "config.json").read_text())["model"]["dropout"] == 0.0
-    assert "dropout 0.2" not in capsys.readouterr().err
-
-
-def test_a_wider_model_gets_dropout_from_fewer_passes() -> None:
-    """~6 passes: too few for a 2x256 to memorise the corpus, enough for a 2x384 (on Journey to the
-    West at ~8 passes the 2x384 reached 4.402 nats/char without dropout and 4.192 with it)."""
-    import time
-
-    from rich.console import Console
-
-    from textweaver.config import TrainConfig
-    from textweaver.training.distributed import Dist
-    from textweaver.training.hooks import dropout_for_budget
-
-    def chosen(width: int, passes: float) -> float:
-        # 1 s into a 100 s budget at 10,000 tokens/s: ~1M tokens bought in all
-        s = RunState(tokens=10_000, segment_tokens=10_000, segment_start=time.monotonic() - 1.0)
-        return dropout_for_budget(TrainConfig(max_time=100.0), s, int(1_000_000 / passes), width, Dist(), Console())
-
-    assert [chosen(w, 6.0) for w in (128, 256, 384, 512)] == [0.0, 0.0, 0.2, 0.2]
-    assert chosen(128, 12.0) == chosen(256, 12.0) == 0.2  # narrower models keep the 10-pass threshold
-    assert chosen(512, 2.0) == 0.0 and chosen(512, 3.0) == 0.2
-
-
-def test_set_dropout_reaches_every_dropout_of_a_built_model() -> None:
-    import torch
-
-    from textweaver.config import ModelConfig
-    from textweaver.models import build_model, set_dropout
-
-    for kind in ("lstm", "transformer"):
-        model = build_model(ModelConfig(kind=kind, vocab_size=10, n_layer=2, n_embd=16, n_head=2, context=8))
-        set_dropout(model, 0.3)
-        assert model.config.dropout == 0.3
-        rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-        rates += [m.dropout for m in model.modules() if hasattr(m, "dropout") and isinstance(m.dropout, float)]
-        assert rates and all(r == 0.3 for r in rates)

@@ -48,7 +48,7 @@ QUEUE = 8  # generations waiting for a worker; beyond that a request gets 503 + 
 RETRY_AFTER_S = 1
 TIMEOUT_S = 60.0  # per request, waiting for a worker included; a stream then ends with an `error` event
 MAX_BODY_BYTES = 64 * 1024  # a request body beyond this gets 413 before it is read whole
-# the pages' policy, also in their <meta> tag (which guards a static export; tests/test_serve.py compares them);
+# the pages' policy, also in their <meta> tag (which guards a static export; tests/test_http.py compares them);
 # the header adds what a meta tag cannot say: no framing
 PAGE_CSP = (
     "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; "
