@@ -118,6 +118,7 @@ TESTED_BY: dict[str, str | tuple[str, ...] | None] = {
     "textweaver.report.report": "tests/test_report.py",
     "textweaver.app.api": "tests/test_api.py",
     "textweaver.app.cli": "tests/test_cli.py",
+    "textweaver.app.options": "tests/test_options.py",
     "textweaver.app.http": "tests/test_http.py",
     "textweaver.app.serve": "tests/test_serve.py",
     "textweaver.app.studio.app": "tests/test_studio.py",
