@@ -31,6 +31,11 @@ WEB_DIR = Path(__file__).parent.parent / "web"
 # the page, by path under web/ and under the exported folder alike (app.js imports ./shared/util.js, which the
 # studio imports too)
 UI_FILES = ("index.html", "style.css", "app.js", "worker.js", "sampling.js", "tokenizer.js", "shared/util.js")
+# the Train panel (app.js imports it when config.json has "train"): its worker, its loss chart, the vendored uPlot
+TRAIN_UI_FILES = (
+    "train-panel.js", "train-store.js", "train.js", "train-text.js", "shared/chart.js",
+    "vendor/uplot/uPlot.iife.min.js", "vendor/uplot/uPlot.min.css", "vendor/uplot/LICENSE",
+)  # fmt: skip
 VENDOR = Path("vendor") / "onnxruntime-web"
 RUNTIME_FILES = ("ort.wasm.bundle.min.js", "ort-wasm-simd-threaded.wasm", "LICENSE", "VERSION")
 MAX_LENGTH = 2000  # the page's length slider and the server's cap
@@ -131,8 +136,8 @@ def _write(
     (directory / "tokenizer.json").write_text(ckpt.tokenizer.to_json(), encoding="utf-8")
     (directory / "prompts.json").write_text(json.dumps(ckpt.prompts, ensure_ascii=False), encoding="utf-8")
     if fmt == "web":
-        for name in UI_FILES:
-            (directory / name).parent.mkdir(exist_ok=True)
+        for name in UI_FILES + (TRAIN_UI_FILES if train else ()):
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(WEB_DIR / name, directory / name)
         (directory / VENDOR).mkdir(parents=True)
         for name in RUNTIME_FILES:

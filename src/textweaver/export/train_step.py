@@ -191,9 +191,9 @@ def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
 TRAIN_DIR = "train"  # under the exported page
 STEP_FILE, LOSS_FILE, GENERATE_FILE, WEIGHTS_FILE = "step.onnx", "loss.onnx", "generate.onnx", "weights.bin"
 RUN_FILE = "run.json"  # the checkpoint's config.json: a model downloaded from the page is a checkpoint again
-PAGE_BATCH, PAGE_CONTEXT = 16, 32  # 512 tokens a step: ~0.2 s of one WASM thread for a 2x512 LSTM
+PAGE_BATCH, PAGE_CONTEXT = 16, 32  # 512 tokens a step: ~0.65 s of one WASM thread for a 2x512 LSTM
 PAGE_VAL_FRACTION = 0.1  # the visitor's text's last tenth is its validation tail, as textweaver train's split
-PAGE_WARMUP_STEPS = 20  # recipe.WARMUP_FRACTION of the ~400 steps 3 minutes make in the page
+PAGE_WARMUP_STEPS = 15  # recipe.WARMUP_FRACTION of the ~300 steps 3 minutes make for a 2x512 LSTM in the page
 
 
 def weight_layout(model: LanguageModel) -> list[dict[str, Any]]:

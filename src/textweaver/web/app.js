@@ -2,6 +2,7 @@
 //   "onnx"   - the exported model runs in this browser (worker.js with onnxruntime-web);
 //   "server" - `textweaver serve` runs the Python model behind the JSON API (/api/...); its config.json
 //              also carries the server's "limits", which replace sampling.js's own.
+// A static export with the training files (config.json's "train") also shows the Train panel (train-panel.js).
 
 import { LIMITS } from "./sampling.js";
 import { $, api, appendFollowing, copyText, formatBytes, readEscapes, streamEvents } from "./shared/util.js";
@@ -38,12 +39,19 @@ class BrowserBackend {
     return this.call({ type: "generate", ...params }, (m) => m.type === "text" && onText(m.text, m.tokens, m.seconds), "done");
   }
 
+  // Generate with fine-tuned weights (an ArrayBuffer in train/weights.bin's layout), or again with the exported
+  // ones (null).
+  useWeights(weights) {
+    return this.call({ type: "weights", config: this.config, weights }, () => {}, "weights");
+  }
+
   stop() {
     this.worker.postMessage({ type: "stop" });
   }
 
+  // One call at a time: a call waits for the one before it to end (new weights wait for a generation).
   call(message, onUpdate, finalType) {
-    return new Promise((resolve, reject) => {
+    const run = () => new Promise((resolve, reject) => {
       this.onMessage = (m) => {
         if (m.type === finalType) resolve(m);
         else if (m.type === "error") reject(new Error(m.message));
@@ -51,6 +59,8 @@ class BrowserBackend {
       };
       this.worker.postMessage(message);
     });
+    this.queue = (this.queue ?? Promise.resolve()).then(run, run);
+    return this.queue;
   }
 }
 
@@ -121,6 +131,18 @@ async function main() {
 
   const backend = config.mode === "onnx" ? new BrowserBackend(config) : new ServerBackend();
   let loaded = false;
+  let tuned = null; // fine-tuned weights from the Train panel: Generate uses them once the model is loaded
+  let started = false; // the worker has the model: new weights go to it at once (after any running call)
+  if (config.mode === "onnx" && config.train) {
+    const setWeights = async (weights) => {
+      tuned = weights;
+      if (started) await backend.useWeights(weights);
+    };
+    import("./train-panel.js").then(({ setUpTraining }) => setUpTraining(config, { setWeights })).catch((error) => {
+      $("train-card").hidden = false;
+      $("train-status").textContent = `Training in this page could not start: ${error.message}`;
+    });
+  }
 
   for (const [input, output, digits] of [[ui.length, "length-value", 0], [ui.temperature, "temperature-value", 2], [ui.topP, "top-p-value", 2]]) {
     const show = () => { $(output).textContent = Number(input.value).toFixed(digits); };
@@ -150,10 +172,13 @@ async function main() {
         ui.progress.value = total ? done / total : 0;
         if (total > 1) ui.loadStatus.textContent = `Downloading ${formatBytes(done)} of ${formatBytes(total)}…`;
       });
+      started = true;
+      if (tuned) await backend.useWeights(tuned);
       ui.progress.value = 1;
       const seconds = ((performance.now() - start) / 1000).toFixed(1);
       ui.loadStatus.textContent = result.bytes
         ? `Ready: ${formatBytes(result.bytes)} loaded in ${seconds} s (model ${formatBytes(result.modelBytes)}).`
+          + (tuned ? " Generate uses your fine-tuned weights." : "")
         : `Ready: connected to the server in ${seconds} s (${result.info.model}, ${result.info.parameters.toLocaleString()} parameters).`;
       loaded = true;
       document.body.dataset.loaded = "true";

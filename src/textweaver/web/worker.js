@@ -2,10 +2,12 @@
 // onnxruntime-web in a Web Worker, so the page stays responsive while it generates.
 //
 // Messages in:  {type: "load", config}, {type: "stop"},
-//               {type: "generate", prompt, length, temperature, topK, topP, repetitionPenalty, stop, seed}
+//               {type: "generate", prompt, length, temperature, topK, topP, repetitionPenalty, stop, seed},
+//               {type: "weights", config, weights: ArrayBuffer | null} (generate with fine-tuned weights, in
+//               train/weights.bin's layout, through train/generate.onnx; null: model.onnx's again)
 // Messages out: {type: "progress", loaded, total}, {type: "loaded", seconds, bytes},
 //               {type: "text", text, tokens, seconds}, {type: "done", tokens, seconds, stopped},
-//               {type: "error", message}
+//               {type: "weights", tuned}, {type: "error", message}
 
 import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -16,12 +18,16 @@ const FLUSH_MS = 40; // send text to the page at most this often
 
 let stepper = null;
 let tokenizer = null;
+let exported = null; // model.onnx's session
+let tuned = null; // train/generate.onnx's session over fine-tuned weights, or null
+let generateGraph = null; // train/generate.onnx's bytes
 let stopRequested = false;
 
 self.onmessage = async ({ data }) => {
   try {
     if (data.type === "load") await load(data.config);
     else if (data.type === "generate") await generate(data);
+    else if (data.type === "weights") await useWeights(data);
     else if (data.type === "stop") stopRequested = true;
   } catch (error) {
     self.postMessage({ type: "error", message: String(error?.message ?? error) });
@@ -52,9 +58,29 @@ async function load(config) {
     executionProviders: ["wasm"],
     graphOptimizationLevel: "all",
   });
+  exported = session;
   stepper = new Stepper(session, config.model);
   const bytes = model.length + wasm.length;
   self.postMessage({ type: "loaded", seconds: (performance.now() - start) / 1000, bytes, modelBytes: model.length });
+}
+
+// generate.onnx keeps its weights outside the graph (ONNX external data, "weights.bin"): a new session over
+// the new weights replaces the generating one.
+async function useWeights({ config, weights }) {
+  if (!exported) throw new Error("load the model first");
+  const previous = tuned;
+  tuned = null;
+  if (weights) {
+    generateGraph ??= await download(config.train.files.generate, () => {});
+    tuned = await ort.InferenceSession.create(generateGraph, {
+      executionProviders: ["wasm"],
+      graphOptimizationLevel: "all",
+      externalData: [{ path: "weights.bin", data: new Uint8Array(weights) }],
+    });
+  }
+  stepper = new Stepper(tuned ?? exported, config.model);
+  await previous?.release();
+  self.postMessage({ type: "weights", tuned: tuned !== null });
 }
 
 // The file's bytes; onProgress(received, size) after every chunk.
