@@ -184,6 +184,18 @@ def test_web(tmp_path: Path, base: Path) -> None:
     assert all(finite(r["model_mb"], r["page_load_s"], r["chars_per_s"]) for r in rows)
 
 
+@pytest.mark.slow
+def test_page_training(tmp_path: Path, base: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (.ci/run does)")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    rows = bench("page_training", "--base", str(base), "--text", str(SHAKESPEARE), "--budgets", "0.5",
+                 results=tmp_path)  # fmt: skip
+    (row,) = rows
+    assert row["budget_min"] == 0.5 and row["steps"] > 0
+    assert finite(row["val_before"], row["val_after"], row["page_tokens_per_s"], row["page_vs_pytorch"])
+
+
 # Figures in the docs that are not measurements
 NOT_MEASURED = {"0.693": "ln 2, nats to bits", "1.412": "an example of a chart's accessible name"}
 

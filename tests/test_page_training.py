@@ -217,7 +217,8 @@ def test_a_visitor_fine_tunes_the_model_in_the_page_and_keeps_it(
     ARTIFACTS.mkdir(exist_ok=True)
     page.page.screenshot(path=str(ARTIFACTS / "page-training-desktop.png"), full_page=True)
     page.page.set_viewport_size({"width": 390, "height": 844})
-    assert page.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+    # no sideways scroll, once the chart's ResizeObserver has followed the new width (a frame or two)
+    page.page.wait_for_function("() => document.documentElement.scrollWidth <= window.innerWidth", timeout=5000)
     page.page.screenshot(path=str(ARTIFACTS / "page-training-phone.png"), full_page=True)
     page.page.set_viewport_size({"width": 1200, "height": 900})
 
@@ -343,3 +344,73 @@ def test_a_page_exported_without_the_training_files_has_no_train_panel(
         assert page.greedy(20)
         assert not [u for u in requested if "train" in u.removeprefix(url) or "uplot" in u], requested
         page.page.close()
+
+
+# In the page's origin: one step of train/step.onnx in onnxruntime-web (WebAssembly, as train.js runs it) from
+# weights.bin, zero moments and state, the given batch, rate and step number; returns the loss, the norm and
+# the new weights in weights.bin's layout.
+BROWSER_STEP = """async ({ ids, targets, lr }) => {
+  const ort = await import("./vendor/onnxruntime-web/ort.wasm.bundle.min.js");
+  const config = await (await fetch("config.json")).json();
+  const bytes = async (url) => new Uint8Array(await (await fetch(url)).arrayBuffer());
+  ort.env.wasm.numThreads = 1;
+  ort.env.wasm.wasmBinary = await bytes("vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm");
+  const step = await bytes(config.train.files.step);
+  const session = await ort.InferenceSession.create(step, { executionProviders: ["wasm"] });
+  const weights = (await bytes(config.train.files.weights)).buffer;
+  const { batch, context, parameters, state } = config.train;
+  const feeds = {
+    ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [batch, context]),
+    targets: new ort.Tensor("int64", BigInt64Array.from(targets, BigInt), [batch, context]),
+    lr: new ort.Tensor("float32", Float32Array.of(lr), []), step: new ort.Tensor("float32", Float32Array.of(1), []),
+  };
+  for (const p of parameters) {
+    const values = new Float32Array(weights.slice(p.offset, p.offset + p.bytes));
+    feeds[`p.${p.name}`] = new ort.Tensor("float32", values, p.shape);
+    for (const m of ["m", "v"]) {
+      feeds[`${m}.${p.name}`] = new ort.Tensor("float32", new Float32Array(values.length), p.shape);
+    }
+  }
+  const dims = [config.model.n_layer, batch, config.model.n_embd];
+  for (const s of state) feeds[s] = new ort.Tensor("float32", new Float32Array(dims[0] * dims[1] * dims[2]), dims);
+  const out = await session.run(feeds);
+  const updated = {};
+  for (const p of parameters) updated[p.name] = Array.from(out[`p.${p.name}.out`].data);
+  return { loss: out.loss.data[0], norm: out.grad_norm.data[0], updated };
+}"""
+
+
+def test_a_step_in_the_browser_equals_pytorchs_own_step(
+    open_page: Callable[[str], Page], site: tuple[str, Path], run_dir: Path
+) -> None:
+    """Loss and gradient norm to float32 rounding, and the weights AdamW's first step gives wherever its sign
+    is decided (a gradient clearly away from zero): onnxruntime-web's step is textweaver train's."""
+    import numpy as np
+
+    url, folder = site
+    train = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]
+    model = checkpoint.load(run_dir).build_model("cpu")
+    text = VISITOR_TEXT.read_text(encoding="utf-8")
+    ids = torch.tensor(checkpoint.load(run_dir).tokenizer.encode(text)[: train["batch"] * (train["context"] + 1)])
+    rows = ids.view(train["batch"], train["context"] + 1)
+    x, y, lr = rows[:, :-1], rows[:, 1:], 3e-3
+    page = open_page(url)
+    page.open()
+    got = page.page.evaluate(BROWSER_STEP, {"ids": x.flatten().tolist(), "targets": y.flatten().tolist(), "lr": lr})
+
+    optimizer = _optimizer(model, 0.1, lr, torch.device("cpu"))  # the run's weight decay and clipping: defaults
+    loss, _ = model(x, None, y)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}  # type: ignore[union-attr]
+    optimizer.step()
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-5)
+    assert got["norm"] == pytest.approx(norm.item(), rel=1e-4)
+    for name, p in model.named_parameters():
+        g = grads[name].numpy().ravel()
+        decided = np.abs(g) > 1e-3 * np.abs(g).max()  # Adam's first step is lr * sign(g) there
+        ours = np.asarray(got["updated"][name], np.float32)
+        np.testing.assert_allclose(ours[decided], p.detach().numpy().ravel()[decided], rtol=1e-5, atol=2e-6,
+                                   err_msg=name)  # fmt: skip
+        assert decided.mean() > 0.5, name
+    page.page.close()
