@@ -20,7 +20,7 @@ from textweaver.data.tokenizer import segments_chinese
 from textweaver.errors import TextweaverError
 from textweaver.export.check import rollout_max_error
 from textweaver.export.onnx import QUANTIZE, quantize_weights, signature, write_onnx
-from textweaver.export.train_step import write_training
+from textweaver.export.train_step import check_trainable, write_training
 from textweaver.generation.generator import SLIDE_KEEP
 from textweaver.run import checkpoint
 from textweaver.run import lock as runlock
@@ -78,10 +78,8 @@ def export(
     if train and fmt != "web":
         raise TextweaverError("training in the page is for --format web: drop the training files or use --format web")
     ckpt = checkpoint.load(run_dir)
-    if train and ckpt.model_config.kind == "transformer":
-        raise TextweaverError(
-            "fine-tuning in the page works for LSTM and GRU models; export this transformer's page without it"
-        )
+    if train:
+        check_trainable(ckpt.model_config)
     if fmt == "web" and ckpt.tokenizer.level == "bpe":  # tokenizer.js has no BPE
         raise TextweaverError(
             "the web page cannot tokenize --level bpe models yet: export --format onnx, or train with --level char"

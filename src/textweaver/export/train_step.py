@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from textweaver.config import TrainConfig
+from textweaver.config import ModelConfig, TrainConfig
 from textweaver.errors import TextweaverError
 from textweaver.export.onnx import empty_state
 from textweaver.models import LanguageModel
@@ -57,8 +57,9 @@ def state_names(model: LanguageModel) -> list[str]:
     return ["h", "c"] if model.config.kind == "lstm" else ["h"]
 
 
-def _check(model: LanguageModel) -> None:
-    if model.config.kind == "transformer":
+def check_trainable(config: ModelConfig) -> None:
+    """Refuse, in one line, a model the page cannot fine-tune."""
+    if config.kind == "transformer":
         raise TextweaverError(
             "fine-tuning in the page works for LSTM and GRU models; a transformer's page is exported without it"
         )
@@ -161,7 +162,7 @@ def _export(fn: Callable[..., Any], inputs: list[torch.Tensor], names_in: list[s
 
 def step_graph(model: LanguageModel, batch: int, context: int, options: StepOptions) -> Any:
     """The training step as an ONNX ModelProto for ``batch`` windows of ``context`` tokens."""
-    _check(model)
+    check_trainable(model.config)
     model = model.eval()  # no dropout: fine-tuning in the page is deterministic, like its parity test
     inputs = example_inputs(model, batch, context)
     return _export(step_function(model, options), inputs, input_names(model), output_names(model, options))
@@ -169,7 +170,7 @@ def step_graph(model: LanguageModel, batch: int, context: int, options: StepOpti
 
 def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
     """``(ids, targets, *p, *state) -> (loss, *state)``: a window's validation loss, without the backward."""
-    _check(model)
+    check_trainable(model.config)
     model = model.eval()
     names = [name for name, _ in parameters(model)]
     n = len(names)
@@ -248,7 +249,7 @@ def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, An
     import onnx
 
     model = ckpt.build_model("cpu")
-    _check(model)
+    check_trainable(model.config)
     folder = directory / TRAIN_DIR
     folder.mkdir(parents=True, exist_ok=True)
     layout = weight_layout(model)
