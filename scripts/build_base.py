@@ -66,10 +66,10 @@ MODEL = {
 }
 TRAIN = ["--batch-size", "64", "--dropout", "0", "--precision", "bf16", "--eval-every", "500",
          "--seed", "1337", "--no-tensorboard"]  # fmt: skip
-STAGE_2_LR = "1e-3"
-# --more: the first stage's floor (3e-3 x min_lr_ratio 0.1), not STAGE_2_LR: rewarmed to 1e-3, chinese-loo-final
-# (which had ended at 4.4e-5, validation loss 4.522) still stood at 4.590 after 980 of 6,000 more steps (2026-12-07)
-MORE_LR = "3e-4"
+# a trained stage trained further (the second stage, --more) is rewarmed to the first stage's floor (3e-3 x
+# min_lr_ratio 0.1): rewarmed to 1e-3, chinese-loo-final (which had ended at 4.4e-5, validation loss 4.522) still
+# stood at 4.590 after 980 of 6,000 more steps, while at 3e-4 it reached 4.444 after 4,000 (2026-12-07)
+REWARM_LR = "3e-4"
 CONTEXT = ["--context", "64"]  # part of the model: a stage that starts --init-from another keeps the source's
 STEPS = {"english-loo": 4000, "chinese-loo": 4000, "english": 1000, "chinese": 1000}
 # a build that outlives a session (whose processes die with it) continues from its committed snapshot: a
@@ -92,9 +92,9 @@ def stage(base: str, corpus_dir: Path) -> tuple[list[str], list[str], str | None
         files = [f for f in files if f not in HELD_OUT[language]]
         options = [*MODEL[language], *CONTEXT, *TRAIN, "--warmup-steps", "300", "--max-steps", str(STEPS[base])]
         return files, options, None
-    # the second stage keeps the first's model, with a short warmup to a third of its peak rate: the model is
+    # the second stage keeps the first's model, with a short warmup to a tenth of its peak rate: the model is
     # trained already, the new text is a small part of the corpus
-    options = [*TRAIN, "--lr", STAGE_2_LR, "--warmup-steps", "100", "--max-steps", str(STEPS[base])]
+    options = [*TRAIN, "--lr", REWARM_LR, "--warmup-steps", "100", "--max-steps", str(STEPS[base])]
     return files, options, f"{language}-loo"
 
 
@@ -135,10 +135,10 @@ def build(
     base: str, out: Path, corpus_dir: Path, start: Path | None, extra: list[str], only_prepare: bool, more: int = 0
 ) -> int:
     files, options, first = stage(base, corpus_dir)
-    if more:  # a finished first stage trained further: a fresh optimizer, rewarmed to MORE_LR
+    if more:  # a finished first stage trained further: a fresh optimizer, rewarmed to REWARM_LR
         if first is not None or start is None:
             raise SystemExit("--more trains a leave-one-out stage further: name it (chinese-loo...) and --from RUN")
-        options = [*TRAIN, "--lr", MORE_LR, "--warmup-steps", "100", "--max-steps", str(more),
+        options = [*TRAIN, "--lr", REWARM_LR, "--warmup-steps", "100", "--max-steps", str(more),
                    "--init-from", str(start)]  # fmt: skip
         start = None
     if first is not None and start is None and not only_prepare:
