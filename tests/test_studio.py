@@ -240,7 +240,7 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
 ) -> None:
     exports: list[tuple[Any, ...]] = []
     export = textweaver.export.site.export
-    monkeypatch.setattr(textweaver.export.site, "export", lambda *args: exports.append(args) or export(*args))
+    monkeypatch.setattr(textweaver.export.site, "export", lambda *args, **kw: exports.append(args) or export(*args, **kw))
     stream = studio.post(f"/api/runs/{trained}/generate/stream", json={"prompt": "ROMEO:", "length": 40, "seed": 1})
     assert stream.status_code == 200 and "event: done" in stream.text
     one_line(studio.post(f"/api/runs/{trained}/generate/stream", json={"length": 0}), 422, "length")
@@ -264,6 +264,14 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
     assert len(exports) == 2  # the same checkpoint: served again, not exported again
     int8_onnx = studio.get("/api/runs/romeo/download", params={"format": "onnx", "quantize": "int8"})
     one_line(int8_onnx, 422, "web page only")
+    panel = studio.get("/api/runs/romeo/download", params={"format": "web", "quantize": "int8", "train_panel": True})
+    names = set(zipfile.ZipFile(io.BytesIO(panel.content)).namelist())
+    assert {"romeo/train-panel.js", "romeo/train.js"} <= names and any(n.startswith("romeo/train/") for n in names)
+    assert not any(n.startswith("romeo/train") for n in archive.namelist())  # the panel is opt-in
+    assert studio.get("/api/runs/romeo/download", params={"format": "web", "quantize": "int8"}).content == page.content
+    assert len(exports) == 3  # each variant cached beside the other
+    onnx_panel = studio.get("/api/runs/romeo/download", params={"format": "onnx", "train_panel": True})
+    one_line(onnx_panel, 422, "train_panel is for the web page")
     report = studio.get("/api/runs/romeo/report")
     assert report.status_code == 200
     assert report.headers["content-disposition"] == (

@@ -196,6 +196,7 @@ def test_a_text_file_is_trained_watched_stopped_generated_from_and_published(
 
     # publish: the zip of the web page, unzipped and served statically, generates offline
     page.get_by_label("Weights").select_option("int8")
+    page.get_by_label("Train panel").check()  # visitors may fine-tune it in the page
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download web page").click()
     download = download_info.value
@@ -203,6 +204,7 @@ def test_a_text_file_is_trained_watched_stopped_generated_from_and_published(
     archive = tmp_path / download.suggested_filename
     download.save_as(archive)
     with zipfile.ZipFile(archive) as z:
+        assert f"{name}/train-panel.js" in z.namelist()
         z.extractall(tmp_path / "site")
     page.wait_for_function("() => document.getElementById('publish-status').textContent.startsWith('Downloaded')")
     with page.expect_download() as report_info:
