@@ -5,7 +5,8 @@ Keras recipe does) measured in the same run.
     python -m bench.generation [--presets tiny,small] [--length 2000] [--run RUN_DIR] [--run builtin:chinese]
 
 With --run (repeatable), the trained model in RUN_DIR (or a built-in one) is measured as well; one
-wide enough for int8 steps (models/rnn.py) is measured again with exact float32 steps.
+wide enough for int8 steps (models/rnn.py) is measured again with weight-only int8 steps (no fbgemm) and with
+exact float32 steps.
 Weights do not change the speed, so the presets are measured with fresh weights over a 65-character
 vocabulary (a large vocabulary's output layer does: measure such a model with --run).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from unittest.mock import patch
 
 import torch
 
@@ -23,7 +25,7 @@ from textweaver.config import PRESETS, ModelConfig
 from textweaver.data.tokenizer import CharTokenizer
 from textweaver.generation.generator import GenerationRequest, Generator
 from textweaver.generation.sampling import SamplingOptions, next_tokens
-from textweaver.models import build_model, num_parameters
+from textweaver.models import build_model, num_parameters, rnn
 
 VOCAB = ["<unk>", *"\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"]
 PROMPT = "ROMEO:\nIs the day so young?\n"
@@ -89,7 +91,11 @@ def main() -> None:
         generator, params = trained.generator, num_parameters(trained.model)
         rows.append(measure(f"trained: {run}", generator, params, args.length))
         print(rows[-1], flush=True)
-        if generator.int8:  # the same model with exact float32 steps, side by side
+        if generator.int8:  # the same model with weight-only int8 steps, then exact float32 steps, side by side
+            with patch.object(rnn, "_fbgemm_pack", lambda weight, scales: None):
+                generator._weights = None  # packed again, without fbgemm
+                rows.append(measure(f"trained: {run}, weight-only int8 steps", generator, params, args.length))
+            print(rows[-1], flush=True)
             generator.int8 = False
             rows.append(measure(f"trained: {run}, float32 steps", generator, params, args.length))
             print(rows[-1], flush=True)

@@ -240,7 +240,8 @@ def test_a_run_generates_renames_publishes_and_is_deleted(
 ) -> None:
     exports: list[tuple[Any, ...]] = []
     export = textweaver.export.site.export
-    monkeypatch.setattr(textweaver.export.site, "export", lambda *args, **kw: exports.append(args) or export(*args, **kw))
+    record = lambda *args, **kw: exports.append(args) or export(*args, **kw)  # noqa: E731
+    monkeypatch.setattr(textweaver.export.site, "export", record)
     stream = studio.post(f"/api/runs/{trained}/generate/stream", json={"prompt": "ROMEO:", "length": 40, "seed": 1})
     assert stream.status_code == 200 and "event: done" in stream.text
     one_line(studio.post(f"/api/runs/{trained}/generate/stream", json={"length": 0}), 422, "length")

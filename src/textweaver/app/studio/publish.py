@@ -39,7 +39,7 @@ def run_report(name: str, space: SpaceDep) -> Response:
 def download(
     name: str, space: SpaceDep, exporting: ExportLockDep, format: str = "web", quantize: str = "fp32",
     train_panel: bool = False,
-) -> Response:
+) -> Response:  # fmt: skip
     run_dir = space.run_dir(name)
     if format not in ("web", "onnx"):
         raise TextweaverError(f"unknown format {format!r}: use web (a zip of the page) or onnx (model.onnx)")
@@ -58,8 +58,9 @@ def download(
 
 def cached_export(run_dir: Path, name: str, fmt: str, quantize: str, train_panel: bool = False) -> Path:
     """The run exported as its web page (a zip, the files under ``NAME/``; ``train_panel``: with the files that
-    fine-tune it in the page) or its ``model.onnx``, once per checkpoint: kept in the run's ``downloads/`` under the checkpoint's identity (a hash of its
-    config.json, which holds the weights' checksum), where it replaces the export of an older one."""
+    fine-tune it in the page) or its ``model.onnx``, once per checkpoint: kept in the run's ``downloads/`` under
+    the checkpoint's identity (a hash of its config.json, which holds the weights' checksum), where it replaces
+    the export of an older one."""
     from textweaver.export.site import export
 
     config = next(run_dir / d / "config.json" for d in ("best", "last") if (run_dir / d / "config.json").is_file())
