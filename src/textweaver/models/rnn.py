@@ -25,6 +25,7 @@ RNNState = tuple[torch.Tensor, ...]
 INT8_MIN_WIDTH = 384
 # the first layer's input gates are precomputed per token (V x gates) when that table stays this small
 GATE_TABLE_MAX_BYTES = 16 * 2**20
+# fbgemm's input quantized to 7 bits: exact on CPUs without VNNI, whose 8-bit products can saturate
 REDUCE_RANGE = True
 
 
@@ -44,8 +45,9 @@ class Int8Matrix(NamedTuple):
 
 def _fbgemm_pack(weight: torch.Tensor, scales: torch.Tensor) -> Any:
     """``weight`` (int8 rows, ``scales`` per row) packed for ``torch.ops.quantized.linear_dynamic``, which
-    quantizes the input vector too and multiplies in int8 (VNNI): ~3x ``_weight_int8pack_mm``'s speed for one
-    row on an AVX-512 CPU. None where this torch has no fbgemm (or has dropped quantized tensors, which 2.13
+    quantizes the input vector too and multiplies in int8: the product alone ~3x ``_weight_int8pack_mm``'s for
+    one row on an AVX-512 CPU, generation 1.1x (one stream) to 3.4x (64) faster (bench/results/
+    generation_bases.md). None where this torch has no fbgemm (or has dropped quantized tensors, which 2.13
     deprecates): the weight-only product serves then."""
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         return None
@@ -76,7 +78,7 @@ class CellWeights(NamedTuple):
 
 
 def _times(x: torch.Tensor, w: Matrix, b: torch.Tensor | None = None) -> torch.Tensor:
-    """``x @ w.T + b`` in float32 (B, N); an int8 matrix reads ``x`` in bfloat16."""
+    """``x @ w.T + b`` in float32 (B, N); an int8 matrix quantizes ``x`` to int8 (fbgemm) or reads it in bfloat16."""
     if isinstance(w, Int8Matrix) and w.packed is not None:
         out = torch.ops.quantized.linear_dynamic(x, w.packed, REDUCE_RANGE)  # (B, N) float32
         return out if b is None else out + b

@@ -30,12 +30,13 @@ function dispositionFilename(header) {
 async function download(kind) {
   const name = state.selected;
   const query = new URLSearchParams({ format: kind, quantize: kind === "web" ? $("quantize").value : "fp32" });
-  if (kind === "web" && $("train-panel").checked) query.set("train_panel", "true");
+  const trainPanel = kind === "web" && $("train-panel").checked;
+  if (trainPanel) query.set("train_panel", "true");
   const url = kind === "report" ? runUrl(name, "/report") : runUrl(name, `/download?${query}`);
   showErrors($("publish-error"), []);
   state.downloading = true;
   updateRunControls();
-  $("publish-status").textContent = kind === "report" ? `Writing the report of ${name}…` : `Exporting ${name}… (${kind === "web" && $("train-panel").checked ? "with the Train panel: up to a minute" : "a few seconds"})`;
+  $("publish-status").textContent = kind === "report" ? `Writing the report of ${name}…` : `Exporting ${name}… (${trainPanel ? "with the Train panel: up to a minute" : "a few seconds"})`;
   try {
     const response = await fetch(url);
     if (!response.ok) throw new Error(await errorMessage(response));
