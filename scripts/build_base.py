@@ -1,4 +1,4 @@
-"""Train a base model for fine-tuning (``--init-from``) from the public-domain corpora in ../shared.
+r"""Train a base model for fine-tuning (``--init-from``) from the public-domain corpora in ../shared.
 
     python scripts/build_base.py chinese --out runs/base-zh     # builds runs/base-zh-loo first, then builtin:chinese
     python scripts/build_base.py english --out runs/base-en     # builds runs/base-en-loo first, then builtin:english
