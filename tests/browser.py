@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -48,6 +48,53 @@ def chromium(profile: Path | None = None, args: Sequence[str] = (), **options: A
             yield browser
         finally:
             browser.close()
+
+
+class WatchedPage:
+    """A new page in a browser ``context`` that records every page error (console.error, an uncaught
+    exception, a crash) and blocks and records every request leaving its origin, ``url`` (``data:`` and
+    ``blob:`` addresses are the page's own)."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self.url = url
+        self.errors: list[str] = []
+        self.outside: list[str] = []
+        self.page = context.new_page()
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page.on("crash", lambda _: self.errors.append("the page crashed"))
+        self.page.route("**/*", self._only_own_origin)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.errors.append(f"console.error: {message.text}")
+
+    def _only_own_origin(self, route: Any) -> None:
+        if route.request.url.startswith((self.url, "data:", "blob:")):
+            route.continue_()
+        else:
+            self.outside.append(route.request.url)
+            route.abort()
+
+
+Watched = TypeVar("Watched", bound=WatchedPage)
+
+
+@contextmanager
+def watched_pages(context: Any, kind: type[Watched]) -> Iterator[Callable[[str], Watched]]:
+    """Opens pages of ``kind`` in ``context``; at the end, any of them that had a page error or a request
+    leaving its origin fails the test, whatever the test itself checked."""
+    opened: list[Watched] = []
+
+    def open_one(url: str) -> Watched:
+        opened.append(kind(context, url))
+        return opened[-1]
+
+    yield open_one
+    for page in opened:
+        if not page.page.is_closed():
+            page.page.close()
+    assert not [p for p in opened if p.errors or p.outside], [(p.url, p.errors, p.outside) for p in opened]
 
 
 @contextmanager

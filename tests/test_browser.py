@@ -25,7 +25,7 @@ from textweaver.generation.sampling import MAX_PENALTY, MIN_PENALTY, SamplingOpt
 from textweaver.models import build_model
 from textweaver.run import checkpoint
 
-from browser import ARTIFACTS, chromium, serve_app, serve_folder
+from browser import ARTIFACTS, WatchedPage, chromium, serve_app, serve_folder, watched_pages
 from conftest import SHAKESPEARE, TINY, XIYOUJI
 
 pytestmark = pytest.mark.slow
@@ -74,24 +74,8 @@ def api_server(lstm_run: Path) -> Iterator[str]:
         yield url
 
 
-class PageRun:
-    """Opens the page, blocks and records every request that leaves its origin, collects every page
-    error: console.error, uncaught exceptions, a crash."""
-
-    def __init__(self, context: Any, url: str) -> None:
-        self.url, self.outside, self.errors = url, [], []
-        self.page = context.new_page()
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(f"console.error: {m.text}"))
-        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
-        self.page.on("crash", lambda _: self.errors.append("the page crashed"))
-        self.page.route("**/*", self._only_own_origin)
-
-    def _only_own_origin(self, route: Any) -> None:
-        if route.request.url.startswith(self.url) or route.request.url.startswith("data:"):
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort()
+class PageRun(WatchedPage):
+    """The exported page (or serve's), its errors and outside requests recorded (WatchedPage)."""
 
     def open_and_load(self) -> float:
         start = time.perf_counter()
@@ -123,19 +107,9 @@ class PageRun:
 
 @pytest.fixture
 def open_page(browser_context: Any) -> Iterator[Callable[[str], PageRun]]:
-    """Opens pages; when the test ends, any of them that had a page error or a request leaving its
-    origin fails it, whatever the test itself checked."""
-    opened: list[PageRun] = []
-
-    def open_one(url: str) -> PageRun:
-        opened.append(PageRun(browser_context, url))
-        return opened[-1]
-
-    yield open_one
-    for run in opened:
-        if not run.page.is_closed():
-            run.page.close()
-    assert not [run for run in opened if run.errors or run.outside], [(r.url, r.errors, r.outside) for r in opened]
+    """Opens pages; any of them with a page error or a request leaving its origin fails the test."""
+    with watched_pages(browser_context, PageRun) as open_one:
+        yield open_one
 
 
 def check_page(run: PageRun, vocab: set[str], name: str) -> dict[str, float]:

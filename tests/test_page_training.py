@@ -27,7 +27,7 @@ from textweaver.models import build_model
 from textweaver.run import checkpoint
 from textweaver.training.setup import _optimizer
 
-from browser import ARTIFACTS, chromium, serve_folder
+from browser import ARTIFACTS, WatchedPage, chromium, serve_folder, watched_pages
 from conftest import SHAKESPEARE, XIYOUJI
 
 pytestmark = pytest.mark.slow
@@ -85,30 +85,8 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield context
 
 
-class Page:
-    """A page that records every page error (console.error, uncaught exceptions, a crash) and blocks and
-    records every request leaving its origin."""
-
-    def __init__(self, context: Any, url: str) -> None:
-        self.url = url
-        self.errors: list[str] = []
-        self.outside: list[str] = []
-        self.page = context.new_page()
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
-        self.page.on("crash", lambda _: self.errors.append("the page crashed"))
-        self.page.route("**/*", self._only_own_origin)
-
-    def _console(self, message: Any) -> None:
-        if message.type == "error":
-            self.errors.append(f"console.error: {message.text}")
-
-    def _only_own_origin(self, route: Any) -> None:
-        if route.request.url.startswith((self.url, "data:", "blob:")):
-            route.continue_()
-        else:
-            self.outside.append(route.request.url)
-            route.abort()
+class Page(WatchedPage):
+    """The exported page with its train panel, its errors and outside requests recorded (WatchedPage)."""
 
     def open(self) -> None:
         self.page.goto(self.url)
@@ -140,18 +118,9 @@ class Page:
 
 @pytest.fixture
 def open_page(browser_context: Any) -> Iterator[Callable[[str], Page]]:
-    """Opens pages; a page error or a request leaving the origin in any of them fails the test."""
-    opened: list[Page] = []
-
-    def open_one(url: str) -> Page:
-        opened.append(Page(browser_context, url))
-        return opened[-1]
-
-    yield open_one
-    for page in opened:
-        if not page.page.is_closed():
-            page.page.close()
-    assert not [p for p in opened if p.errors or p.outside], [(p.url, p.errors, p.outside) for p in opened]
+    """Opens pages; any of them with a page error or a request leaving its origin fails the test."""
+    with watched_pages(browser_context, Page) as open_one:
+        yield open_one
 
 
 def validation_loss(model: torch.nn.Module, ids: list[int], train: dict[str, Any]) -> float:
