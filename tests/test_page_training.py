@@ -316,17 +316,18 @@ def test_a_page_exported_without_the_training_files_has_no_train_panel(
 
 
 # In the page's origin: one step of train/step.onnx in onnxruntime-web (WebAssembly, as train.js runs it) from
-# weights.bin, zero moments and state, the given batch, rate and step number; returns the loss, the norm and
-# the new weights in weights.bin's layout.
+# the exported weights widened as train.js does, zero moments and state, the given batch, rate and step number;
+# returns the loss, the norm and the new weights.
 BROWSER_STEP = """async ({ ids, targets, lr }) => {
   const ort = await import("./vendor/onnxruntime-web/ort.wasm.bundle.min.js");
+  const { widen } = await import("./train-store.js");
   const config = await (await fetch("config.json")).json();
   const bytes = async (url) => new Uint8Array(await (await fetch(url)).arrayBuffer());
   ort.env.wasm.numThreads = 1;
   ort.env.wasm.wasmBinary = await bytes("vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm");
   const step = await bytes(config.train.files.step);
   const session = await ort.InferenceSession.create(step, { executionProviders: ["wasm"] });
-  const weights = (await bytes(config.train.files.weights)).buffer;
+  const weights = widen(await bytes(config.train.files.weights));
   const { batch, context, parameters, state } = config.train;
   const feeds = {
     ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [batch, context]),
@@ -349,6 +350,24 @@ BROWSER_STEP = """async ({ ids, targets, lr }) => {
 }"""
 
 
+def test_the_page_widens_every_float16_as_numpy_does(open_page: Callable[[str], Page], site: tuple[str, Path]) -> None:
+    """train-store.js's widen() on all 65,536 float16 bit patterns (subnormals, infinities, NaN) against numpy."""
+    import numpy as np
+
+    url, _ = site
+    page = open_page(url)
+    page.open()
+    got = page.page.evaluate("""async () => {
+      const { widen } = await import("./train-store.js");
+      const bits = new Uint16Array(65536).map((_, i) => i);
+      return Array.from(new Float32Array(widen(new Uint8Array(bits.buffer))), (v) => Number.isNaN(v) ? "NaN" : v);
+    }""")
+    halves = np.arange(65536, dtype="<u2").view("<f2").astype(np.float32)
+    assert got[0x7E00] == "NaN" and got[0x7C00] == float("inf") and got[1] == 2.0**-24
+    np.testing.assert_array_equal(np.array([np.nan if v == "NaN" else v for v in got], np.float32), halves)
+    page.page.close()
+
+
 def test_a_step_in_the_browser_equals_pytorchs_own_step(
     open_page: Callable[[str], Page], site: tuple[str, Path], run_dir: Path
 ) -> None:
@@ -367,6 +386,9 @@ def test_a_step_in_the_browser_equals_pytorchs_own_step(
     page.open()
     got = page.page.evaluate(BROWSER_STEP, {"ids": x.flatten().tolist(), "targets": y.flatten().tolist(), "lr": lr})
 
+    with torch.no_grad():  # the page trains from the exported weights: float16, widened
+        for p in model.parameters():
+            p.copy_(p.half().float())
     optimizer = _optimizer(model, 0.1, lr, torch.device("cpu"))  # the run's weight decay and clipping: defaults
     loss, _ = model(x, None, y)
     loss.backward()

@@ -21,6 +21,7 @@ from textweaver.config import ModelConfig
 from textweaver.data.tokenizer import CharTokenizer
 from textweaver.errors import TextweaverError
 from textweaver.export.train_step import (
+    BUFFER,
     StepOptions,
     input_names,
     loss_graph,
@@ -142,8 +143,9 @@ def test_a_transformer_is_refused_in_one_line() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_the_exported_page_trains_and_generates_with_the_new_weights(kind: str, tmp_path: Path) -> None:
-    """The page's way: weights.bin feeds the step; the step's new weights, written into a copy of weights.bin
-    at config.json's offsets, make generate.onnx (weights as external data) give PyTorch's logits for them."""
+    """The page's way: train/weights.f16 (the weights in float16, half the bytes), widened to float32, feeds the
+    step from PyTorch's loss for those weights; the step's new weights, written into that float32 buffer at
+    config.json's offsets, make generate.onnx (the buffer as external data) give PyTorch's logits for them."""
     import json
     import shutil
 
@@ -158,11 +160,19 @@ def test_the_exported_page_trains_and_generates_with_the_new_weights(kind: str, 
     )
     site = export(tmp_path / "run", tmp_path / "site", "web", train=True).directory
     train = json.loads((site / "config.json").read_text(encoding="utf-8"))["train"]
-    raw = (site / train["files"]["weights"]).read_bytes()
+    halves = (site / train["files"]["weights"]).read_bytes()
     layout = train["parameters"]
     assert [p["name"] for p in layout] == [name for name, _ in parameters(model)]
-    assert len(raw) == layout[-1]["offset"] + layout[-1]["bytes"]
+    assert 2 * len(halves) == layout[-1]["offset"] + layout[-1]["bytes"]  # float16: half the float32 buffer
+    raw = np.frombuffer(halves, "<f2").astype("<f4").tobytes()  # what the page's widen() makes of it
     weights = [np.frombuffer(raw, "<f4", p["bytes"] // 4, p["offset"]).reshape(p["shape"]) for p in layout]
+    with torch.no_grad():
+        before, _ = model(ids[None, :64], None, ids[None, 1:65])
+        for (_, p), w in zip(parameters(model), weights, strict=True):
+            np.testing.assert_allclose(w, p.numpy(), rtol=1e-3, atol=1e-7)  # float16's rounding, no more
+            p.copy_(torch.from_numpy(w))  # the page starts from the rounded weights
+        after, _ = model(ids[None, :64], None, ids[None, 1:65])
+    assert after.item() == pytest.approx(before.item(), rel=1e-3)
 
     batch, context = train["batch"], train["context"]
     rows = ids[: len(ids) - len(ids) % batch].view(batch, -1)
@@ -181,7 +191,7 @@ def test_the_exported_page_trains_and_generates_with_the_new_weights(kind: str, 
     buffer = bytearray(raw)
     for entry, value in zip(layout, new[: len(layout)], strict=True):
         buffer[entry["offset"] : entry["offset"] + entry["bytes"]] = value.astype("<f4").tobytes()
-    (page / train["files"]["weights"]).write_bytes(bytes(buffer))
+    (page / "train" / BUFFER).write_bytes(bytes(buffer))
     with torch.no_grad():
         for (_, p), value in zip(parameters(model), new[: len(layout)], strict=True):
             p.copy_(torch.from_numpy(value))

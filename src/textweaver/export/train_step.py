@@ -190,7 +190,9 @@ def loss_graph(model: LanguageModel, batch: int, context: int) -> Any:
 # ---- the page's training files ------------------------------------------------------------------------------
 
 TRAIN_DIR = "train"  # under the exported page
-STEP_FILE, LOSS_FILE, GENERATE_FILE, WEIGHTS_FILE = "step.onnx", "loss.onnx", "generate.onnx", "weights.bin"
+STEP_FILE, LOSS_FILE, GENERATE_FILE, WEIGHTS_FILE = "step.onnx", "loss.onnx", "generate.onnx", "weights.f16"
+# the page's float32 weights: WEIGHTS_FILE widened (web/train-store.js), the external data generate.onnx names
+BUFFER = "weights.bin"
 RUN_FILE = "run.json"  # the checkpoint's config.json: a model downloaded from the page is a checkpoint again
 PAGE_BATCH, PAGE_CONTEXT = 16, 32  # 512 tokens a step: ~0.65 s of one WASM thread for a 2x512 LSTM
 PAGE_VAL_FRACTION = 0.1  # the visitor's text's last tenth is its validation tail, as textweaver train's split
@@ -198,7 +200,8 @@ PAGE_WARMUP_STEPS = 15  # recipe.WARMUP_FRACTION of the ~300 steps 3 minutes mak
 
 
 def weight_layout(model: LanguageModel) -> list[dict[str, Any]]:
-    """Where each trainable tensor lies in ``weights.bin`` (float32, little-endian, in :func:`parameters` order)."""
+    """Where each trainable tensor lies in the page's float32 buffer (``BUFFER``: little-endian, in
+    :func:`parameters` order); ``WEIGHTS_FILE`` holds the same values in float16, at half these offsets."""
     layout, offset = [], 0
     for name, p in parameters(model):
         size = p.numel() * 4
@@ -208,8 +211,8 @@ def weight_layout(model: LanguageModel) -> list[dict[str, Any]]:
 
 
 def generation_graph(model: LanguageModel, layout: list[dict[str, Any]]) -> Any:
-    """One generation step (export/onnx.py's signature) whose weights are ``weights.bin``'s tensors, stored as
-    ONNX external data: the page writes fine-tuned weights into that buffer and opens the graph again."""
+    """One generation step (export/onnx.py's signature) whose weights are ``BUFFER``'s tensors, stored as ONNX
+    external data: the page writes fine-tuned weights into that buffer and opens the graph again."""
     from onnx import TensorProto
 
     from textweaver.export.onnx import _RNNStep, signature
@@ -235,9 +238,23 @@ def generation_graph(model: LanguageModel, layout: list[dict[str, Any]]) -> Any:
         init.ClearField("raw_data")
         init.ClearField("float_data")
         init.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", WEIGHTS_FILE), ("offset", entry["offset"]), ("length", entry["bytes"])):
+        for key, value in (("location", BUFFER), ("offset", entry["offset"]), ("length", entry["bytes"])):
             init.external_data.add(key=key, value=str(value))
     return proto
+
+
+def write_halves(model: LanguageModel, path: Path) -> None:
+    """The trainable tensors in float16 (half the download; the page widens them to float32 before its first
+    step). The built-in bases are stored in float16 already, so for them nothing is lost."""
+    halves = [p.detach().to(torch.float16) for _, p in parameters(model)]
+    if not all(bool(h.isfinite().all()) for h in halves):
+        raise TextweaverError(
+            "the model has weights beyond float16's range (65,504), which the page's training files store: "
+            "export it without --train-panel"
+        )
+    with path.open("wb") as f:
+        for h in halves:
+            f.write(h.contiguous().numpy().astype("<f2").tobytes())
 
 
 def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, Any]:
@@ -253,9 +270,7 @@ def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, An
     folder = directory / TRAIN_DIR
     folder.mkdir(parents=True, exist_ok=True)
     layout = weight_layout(model)
-    with (folder / WEIGHTS_FILE).open("wb") as f:
-        for _, p in parameters(model):
-            f.write(p.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    write_halves(model, folder / WEIGHTS_FILE)
     defaults = TrainConfig()
     trained = ckpt.train_config
     options = StepOptions(weight_decay=float(trained.get("weight_decay", defaults.weight_decay)),

@@ -39,8 +39,8 @@ class BrowserBackend {
     return this.call({ type: "generate", ...params }, (m) => m.type === "text" && onText(m.text, m.tokens, m.seconds), "done");
   }
 
-  // Generate with fine-tuned weights (an ArrayBuffer in train/weights.bin's layout), or again with the exported
-  // ones (null).
+  // Generate with fine-tuned weights (an ArrayBuffer in weights.bin's layout, train-store.js), or again with the
+  // exported ones (null).
   useWeights(weights) {
     return this.call({ type: "weights", config: this.config, weights }, () => {}, "weights");
   }

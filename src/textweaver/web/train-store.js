@@ -1,10 +1,38 @@
 // What the Train panel (train-panel.js) keeps and gives away: fine-tuned weights saved in this browser's
 // IndexedDB, keyed by the page (its address and its model), and the .safetensors file "Download model" writes.
 //
-// The weights are one ArrayBuffer in train/weights.bin's layout: each trainable tensor, float32 little-endian,
-// at its config.json "parameters" offset.
+// The weights are one ArrayBuffer in weights.bin's layout: each trainable tensor, float32 little-endian, at its
+// config.json "parameters" offset. The export ships them as train/weights.f16, float16 (half the download):
+// widen() makes that buffer of it.
 
 const DATABASE = "textweaver-page";
+
+// float16 bits -> float32 value, for all 65,536 (subnormals, infinities and NaN included): made once
+let halfValues = null;
+
+function halfTable() {
+  if (halfValues) return halfValues;
+  halfValues = new Float32Array(65536);
+  for (let bits = 0; bits < 65536; bits++) {
+    const exponent = (bits >> 10) & 31;
+    const fraction = bits & 1023;
+    let value;
+    if (exponent === 0) value = fraction * 2 ** -24;
+    else if (exponent === 31) value = fraction ? NaN : Infinity;
+    else value = (1 + fraction / 1024) * 2 ** (exponent - 15);
+    halfValues[bits] = bits & 0x8000 ? -value : value;
+  }
+  return halfValues;
+}
+
+// train/weights.f16's bytes (float16, little-endian) as the float32 ArrayBuffer the step and generate.onnx read.
+export function widen(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const table = halfTable();
+  const values = new Float32Array(bytes.byteLength / 2);
+  for (let i = 0; i < values.length; i++) values[i] = table[view.getUint16(2 * i, true)];
+  return values.buffer;
+}
 const STORE = "fine-tuned";
 
 // One key per page and model: the same page exported again with another model does not pick up old weights.

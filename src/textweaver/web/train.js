@@ -9,7 +9,7 @@
 // learning_rate with progress measured by time over the visitor's budget.
 //
 // Messages in:  {type: "read", config, source: File | string}, {type: "stop"},
-//               {type: "train", config, budgetSeconds, weights: ArrayBuffer | null (null: train/weights.bin)}
+//               {type: "train", config, budgetSeconds, weights: ArrayBuffer | null (null: the exported ones)}
 // Messages out: {type: "reading", loaded, total}, {type: "read", tokens, unknown, trainTokens, valTokens},
 //               {type: "status", text}, {type: "progress", step, elapsed, loss, tokensPerSecond, eta, valLoss},
 //               {type: "done", weights: ArrayBuffer, steps, seconds, valLoss, firstValLoss, stopped},
@@ -18,6 +18,7 @@
 import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.js";
 import { Tokenizer } from "./tokenizer.js";
 import { TextError, encodeSource, splitIds } from "./train-text.js";
+import { widen } from "./train-store.js";
 
 const RUNTIME = "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm";
 const EVAL_EVERY_S = 15; // a validation loss this often while training, and at the end
@@ -25,7 +26,7 @@ const MAX_VAL_WINDOWS = 16; // windows per stream of the validation tail an eval
 const POST_EVERY_MS = 250; // progress to the page at most this often
 
 let data = null; // {train, val}: the visitor's ids
-let runtime = null; // {step, loss, weights}: the sessions and the exported weights.bin
+let runtime = null; // {step, loss, weights}: the sessions and the exported weights (train/weights.f16, widened)
 let stopRequested = false;
 
 self.onmessage = async ({ data: message }) => {
@@ -74,7 +75,7 @@ async function start(train) {
   runtime = {
     step: await ort.InferenceSession.create(step, options),
     loss: await ort.InferenceSession.create(loss, options),
-    weights: weights.buffer,
+    weights: widen(weights),
   };
   return runtime;
 }

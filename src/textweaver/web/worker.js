@@ -4,7 +4,7 @@
 // Messages in:  {type: "load", config}, {type: "stop"},
 //               {type: "generate", prompt, length, temperature, topK, topP, repetitionPenalty, stop, seed},
 //               {type: "weights", config, weights: ArrayBuffer | null} (generate with fine-tuned weights, in
-//               train/weights.bin's layout, through train/generate.onnx; null: model.onnx's again)
+//               weights.bin's layout (train-store.js), through train/generate.onnx; null: model.onnx's again)
 // Messages out: {type: "progress", loaded, total}, {type: "loaded", seconds, bytes},
 //               {type: "text", text, tokens, seconds}, {type: "done", tokens, seconds, stopped},
 //               {type: "weights", tuned}, {type: "error", message}
