@@ -6,6 +6,7 @@
 // widen() makes that buffer of it.
 
 const DATABASE = "textweaver-page";
+const STORE = "fine-tuned";
 
 // float16 bits -> float32 value, for all 65,536 (subnormals, infinities and NaN included): made once
 let halfValues = null;
@@ -33,7 +34,6 @@ export function widen(bytes) {
   for (let i = 0; i < values.length; i++) values[i] = table[view.getUint16(2 * i, true)];
   return values.buffer;
 }
-const STORE = "fine-tuned";
 
 // One key per page and model: the same page exported again with another model does not pick up old weights.
 export function pageKey(config) {
