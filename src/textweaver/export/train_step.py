@@ -283,6 +283,8 @@ def write_training(ckpt: checkpoint.Checkpoint, directory: Path) -> dict[str, An
     return {
         "files": {key: f"{TRAIN_DIR}/{name}" for key, name in (("step", STEP_FILE), ("loss", LOSS_FILE),
                   ("generate", GENERATE_FILE), ("weights", WEIGHTS_FILE), ("run", RUN_FILE))},
+        # the name generate.onnx gives its external data: the page hands it the weights under that name
+        "buffer": BUFFER,
         "batch": PAGE_BATCH, "context": PAGE_CONTEXT, "state": state_names(model), "parameters": layout,
         "val_fraction": PAGE_VAL_FRACTION,
         # training/schedule.py's learning_rate with progress by time: mirrored by the page, not re-chosen there

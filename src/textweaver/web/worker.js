@@ -64,7 +64,7 @@ async function load(config) {
   self.postMessage({ type: "loaded", seconds: (performance.now() - start) / 1000, bytes, modelBytes: model.length });
 }
 
-// generate.onnx keeps its weights outside the graph (ONNX external data, "weights.bin"): a new session over
+// generate.onnx keeps its weights outside the graph (ONNX external data named config.train.buffer): a new session over
 // the new weights replaces the generating one.
 async function useWeights({ config, weights }) {
   if (!exported) throw new Error("load the model first");
@@ -75,7 +75,7 @@ async function useWeights({ config, weights }) {
     tuned = await ort.InferenceSession.create(generateGraph, {
       executionProviders: ["wasm"],
       graphOptimizationLevel: "all",
-      externalData: [{ path: "weights.bin", data: new Uint8Array(weights) }],
+      externalData: [{ path: config.train.buffer, data: new Uint8Array(weights) }],
     });
   }
   stepper = new Stepper(tuned ?? exported, config.model);
