@@ -45,8 +45,8 @@ WATCH_VALIDATION_LOSS = """() => {
 }"""
 
 
-def small_run(directory: Path) -> Path:
-    """A 1 x 48 LSTM trained 40 steps on Shakespeare: far from done, so fine-tuning has much to gain."""
+def small_run(directory: Path, steps: int = 40) -> Path:
+    """A 1 x 48 LSTM trained ``steps`` steps on Shakespeare: 40 are far from done, so fine-tuning has much to gain."""
     text = SHAKESPEARE.read_text(encoding="utf-8")
     tokenizer = CharTokenizer(["<unk>", *sorted(set(text))])
     ids = torch.tensor(tokenizer.encode(text), dtype=torch.long)
@@ -55,7 +55,7 @@ def small_run(directory: Path) -> Path:
     model = build_model(dataclasses.replace(config, vocab_size=len(tokenizer)))
     optimizer = _optimizer(model, 0.1, 3e-3, torch.device("cpu"))
     rows = ids[: len(ids) - len(ids) % 8].view(8, -1)
-    for k in range(40):
+    for k in range(steps):
         pos = k * 32 % (rows.shape[1] - 33)
         loss, _ = model(rows[:, pos : pos + 32], None, rows[:, pos + 1 : pos + 33])
         optimizer.zero_grad()
@@ -254,6 +254,39 @@ def test_a_visitor_fine_tunes_the_model_in_the_page_and_keeps_it(
     metrics.write_text(json.dumps({**data, "page-training": record}, indent=2))
     print(f"page training: {record}")
     page.page.close()
+
+
+def test_training_that_only_worsens_the_validation_loss_leaves_the_weights_as_they_were(
+    open_page: Callable[[str], Page], tmp_path: Path
+) -> None:
+    """The page keeps the weights with the lowest validation loss it measured, the starting ones included, as
+    Python keeps best/: at a rate far too high every step makes a trained model worse, and nothing changes."""
+    run_dir = small_run(tmp_path / "run", steps=400)
+    hot = export(run_dir, tmp_path / "site", "web", train=True).directory
+    config = json.loads((hot / "config.json").read_text(encoding="utf-8"))
+    config["train"]["schedule"]["peak"] = 5.0
+    (hot / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with serve_folder(hot) as url:
+        page = open_page(url)
+        page.open()
+        page.choose(VISITOR_TEXT)
+        page.page.get_by_label("Time budget", exact=True).select_option("0.5")
+        page.page.evaluate(WATCH_VALIDATION_LOSS)
+        page.page.get_by_role("button", name="Start training").click()
+        page.page.wait_for_selector("#train-card[data-state='done'], #train-card[data-state='error']",
+                                    timeout=TRAIN_TIMEOUT_MS)  # fmt: skip
+        status = page.page.text_content("#train-status")
+        assert page.page.get_attribute("#train-card", "data-state") == "done", status
+        shown = [float(v) for v in page.page.evaluate("window.shownValLosses") if re.fullmatch(r"\d+\.\d{3}", v)]
+        before, worst = shown[0], max(shown)
+        assert worst > before + 0.1, shown  # the steps did make it worse
+        assert float(page.page.get_by_label("Validation loss", exact=True).text_content()) == before
+        assert f"never fell below its {before:.3f} at the start" in status and "weights are unchanged" in status, status
+        assert page.page.text_content("#train-weights") == "This page uses the exported weights."
+        assert page.page.is_disabled("#train-download")
+        page.load_model()
+        assert page.greedy(80) == load(run_dir).generate(PROMPT, 80, temperature=0).removeprefix(PROMPT)
+        page.page.close()
 
 
 def test_a_text_that_is_not_utf8_is_refused_in_one_line_naming_the_byte(

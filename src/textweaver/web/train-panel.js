@@ -126,17 +126,28 @@ export async function setUpTraining(config, { setWeights }) {
     chart.setRuns([{ name: RUN_NAME, points: state.points }]);
   };
 
+  const ended = () => {
+    inputsEnabled(true);
+    ui.stop.disabled = true;
+    showWeights();
+    setState("done");
+  };
   const finish = async (m) => {
     state.training = false;
+    const ran = `${m.stopped ? "Stopped" : "Done"}: ${m.steps.toLocaleString()} steps in ${clock(m.seconds)}`;
     if (m.steps === 0) {
       ui.status.textContent = "Stopped before the first step: the weights are unchanged.";
-      inputsEnabled(true);
-      ui.stop.disabled = true;
-      showWeights();
-      setState("done");
+      ended();
       return;
     }
-    const steps = (state.tuned?.steps ?? 0) + m.steps; // training continues from the weights the page uses
+    ui.valLoss.textContent = m.valLoss.toFixed(3); // the kept weights'
+    if (m.weights === null) {
+      ui.status.textContent = `${ran}; the validation loss never fell below its ${m.firstValLoss.toFixed(3)} at the `
+        + `start (${m.lastValLoss.toFixed(3)} at the end), so the weights are unchanged.`;
+      ended();
+      return;
+    }
+    const steps = (state.tuned?.steps ?? 0) + m.bestStep; // training continues from the weights the page uses
     const tuned = { weights: m.weights, saved: new Date().toISOString(), steps, valLoss: m.valLoss };
     let kept = "kept in this browser";
     try {
@@ -145,17 +156,17 @@ export async function setUpTraining(config, { setWeights }) {
       tuned.saved = null;
       kept = `not kept in this browser (${error.message})`;
     }
-    ui.status.textContent = `${m.stopped ? "Stopped" : "Done"}: ${m.steps.toLocaleString()} steps in `
-      + `${clock(m.seconds)}; validation loss ${m.firstValLoss.toFixed(3)} → ${m.valLoss.toFixed(3)}. `
-      + `Generate now uses the fine-tuned weights (${kept}).`;
+    const earlier = m.bestStep < m.steps
+      ? ` (step ${m.bestStep.toLocaleString()}'s weights, the best seen; the last gave ${m.lastValLoss.toFixed(3)})`
+      : "";
+    ui.status.textContent = `${ran}; validation loss ${m.firstValLoss.toFixed(3)} → ${m.valLoss.toFixed(3)}`
+      + `${earlier}. Generate now uses the fine-tuned weights (${kept}).`;
     try {
       await use(tuned);
     } catch (error) {
       ui.status.textContent = `The fine-tuned weights could not be loaded for generation: ${error.message}`;
     }
-    inputsEnabled(true);
-    ui.stop.disabled = true;
-    setState("done");
+    ended();
   };
 
   worker.onmessage = ({ data: m }) => {

@@ -12,7 +12,9 @@
 //               {type: "train", config, budgetSeconds, weights: ArrayBuffer | null (null: the exported ones)}
 // Messages out: {type: "reading", loaded, total}, {type: "read", tokens, unknown, trainTokens, valTokens},
 //               {type: "status", text}, {type: "progress", step, elapsed, loss, tokensPerSecond, eta, valLoss},
-//               {type: "done", weights: ArrayBuffer, steps, seconds, valLoss, firstValLoss, stopped},
+//               {type: "done", weights: ArrayBuffer | null (null: no step beat the starting weights), steps,
+//                bestStep (the step whose weights are kept), seconds, valLoss (theirs), lastValLoss, firstValLoss,
+//                stopped},
 //               {type: "error", message}
 
 import * as ort from "./vendor/onnxruntime-web/ort.wasm.bundle.min.js";
@@ -161,6 +163,13 @@ async function train({ config, budgetSeconds, weights }) {
   self.postMessage({ type: "status", text: "Measuring the validation loss before training…" });
   const firstValLoss = await validationLoss(lossSession, config, params);
   let valLoss = firstValLoss;
+  // the weights with the lowest validation loss so far, the starting ones first: what training keeps, as Python
+  // keeps best/ (the tensors of a step are new objects each time, so holding them costs one set of weights)
+  let best = { valLoss, step: 0, params: { ...params } };
+  const evaluate = async () => {
+    valLoss = await validationLoss(lossSession, config, params);
+    if (valLoss < best.valLoss) best = { valLoss, step, params: { ...params } };
+  };
   const { batch, context, schedule } = config.train;
   let [step, stepSeconds, lossSum, lossCount] = [0, 0, 0, 0];
   let started = performance.now();
@@ -201,7 +210,7 @@ async function train({ config, budgetSeconds, weights }) {
     lossSum += loss;
     lossCount += 1;
     if (performance.now() - lastEval > EVAL_EVERY_S * 1000) {
-      valLoss = await validationLoss(lossSession, config, params);
+      await evaluate();
       post({ evaluated: true });
       lastEval = lastPost = performance.now();
     } else if (performance.now() - lastPost > POST_EVERY_MS) {
@@ -212,15 +221,18 @@ async function train({ config, budgetSeconds, weights }) {
   }
   const seconds = (performance.now() - started) / 1000;
   self.postMessage({ type: "status", text: "Measuring the validation loss…" });
-  valLoss = await validationLoss(lossSession, config, params);
+  await evaluate();
   post({ evaluated: true, eta: 0 });
 
-  const result = new ArrayBuffer(size); // weights.bin's layout: each tensor at its offset
-  for (const p of layout) new Float32Array(result, p.offset, p.bytes / 4).set(params[`p.${p.name}`].data);
-  self.postMessage(
-    { type: "done", weights: result, steps: step, seconds, valLoss, firstValLoss, stopped: stopRequested },
-    [result],
-  );
+  // the best weights, in the float32 buffer's layout (each tensor at its offset); null: none beat the start
+  const result = best.step ? new ArrayBuffer(size) : null;
+  for (const p of result ? layout : []) {
+    new Float32Array(result, p.offset, p.bytes / 4).set(best.params[`p.${p.name}`].data);
+  }
+  self.postMessage({
+    type: "done", weights: result, steps: step, bestStep: best.step, seconds, valLoss: best.valLoss,
+    lastValLoss: valLoss, firstValLoss, stopped: stopRequested,
+  }, result ? [result] : []);
 }
 
 // Resolves after the tasks queued so far (a MessageChannel round trip: no 4 ms timer clamp).
