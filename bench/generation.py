@@ -92,7 +92,7 @@ def main() -> None:
         rows.append(measure(f"trained: {run}", generator, params, args.length))
         print(rows[-1], flush=True)
         if generator.int8:  # the same model with weight-only int8 steps, then exact float32 steps, side by side
-            with patch.object(rnn, "_fbgemm_pack", lambda weight, scales, bias: None):
+            with patch.object(rnn, "_fbgemm_pack", lambda weight, scales: None):
                 generator._weights = None  # packed again, without fbgemm
                 rows.append(measure(f"trained: {run}, weight-only int8 steps", generator, params, args.length))
             print(rows[-1], flush=True)

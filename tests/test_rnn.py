@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from textweaver import load
-from textweaver.models.rnn import GATE_TABLE_MAX_BYTES
+from textweaver.models.rnn import GATE_TABLE_MAX_BYTES, Int8Matrix
 
 from conftest import SHAKESPEARE, XIYOUJI, small
 
@@ -46,11 +46,11 @@ def test_int8_generation_steps_predict_real_text_as_well_as_float32(name: str) -
         full, _ = net(ids[:, :-1])
         exact = F.cross_entropy(full[0].float(), ids[0, 1:]).item()  # log-softmax of log-probs: the same
         packed = net.cell_weights(int8=True)
-        assert all(layer[0].weight.dtype == torch.int8 for layer in packed.layers)
+        assert all(isinstance(layer[0], Int8Matrix) for layer in packed.layers)
         # where torch has fbgemm (x86 wheels) the input is quantized too (dynamic int8); else the weight-only product
         fbgemm = "fbgemm" in torch.backends.quantized.supported_engines
         assert all((layer[0].packed is not None) == fbgemm for layer in packed.layers)
-        weight_only = packed._replace(layers=[(layer[0]._replace(packed=None),) for layer in packed.layers])
+        weight_only = packed._replace(layers=[(layer[0]._replace(packed=None), *layer[1:]) for layer in packed.layers])
         for weights in (packed, weight_only):
             cells = [list(torch.zeros(2, 1, 512).unbind(0)) for _ in range(2)]
             steps = torch.cat([net.step_cells(ids[:, t], cells, weights) for t in range(ids.shape[1] - 1)])

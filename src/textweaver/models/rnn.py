@@ -7,6 +7,7 @@ Memory: parameters ~ 4 (LSTM) or 3 (GRU) x layers x 2 x width^2, plus 2 x vocab 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -28,39 +29,24 @@ GATE_TABLE_MAX_BYTES = 16 * 2**20
 REDUCE_RANGE = True
 
 
-class Affine(NamedTuple):
-    """``x -> x @ W.T + b`` for one generation step: ``W`` (N, K) in float32, or in int8 rows with one scale per
-    row (W ~ weight * scales[:, None]); ``b`` (N,) float32 or None."""
+class Int8Matrix(NamedTuple):
+    """A (N, K) matrix as int8 rows and one scale per row: W ~ weight * scales[:, None]."""
 
-    weight: torch.Tensor  # float32 (K, N): W.T, contiguous, as addmm reads it fastest; int8 (N, K): W's rows
-    bias: torch.Tensor | None
-    scales: torch.Tensor | None = None  # (N,) bfloat16: int8 rows' scales
-    packed: Any = None  # int8: the rows and bias packed for fbgemm's dynamic-int8 product, where torch has it
+    weight: torch.Tensor  # (N, K) int8
+    scales: torch.Tensor  # (N,) bfloat16
+    packed: Any = None  # the same rows packed for fbgemm's dynamic-int8 product, where this torch has it
 
     @classmethod
-    def exact(cls, w: torch.Tensor, b: torch.Tensor | None = None) -> Affine:
-        return cls(w.T.contiguous(), b)
-
-    @classmethod
-    def int8(cls, w: torch.Tensor, b: torch.Tensor | None = None) -> Affine:
+    def of(cls, w: torch.Tensor) -> Int8Matrix:
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # (N,)
         weight = torch.round(w / scales[:, None]).to(torch.int8)
-        return cls(weight, b, scales.to(torch.bfloat16), _fbgemm_pack(weight, scales, b))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K) -> (B, N) float32; int8 quantizes ``x`` to int8 (fbgemm) or reads it in bfloat16."""
-        if self.scales is None:
-            return x @ self.weight if self.bias is None else torch.addmm(self.bias, x, self.weight)
-        if self.packed is not None:
-            return torch.ops.quantized.linear_dynamic(x, self.packed, REDUCE_RANGE)  # (B, N) float32, bias in
-        out = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scales)  # (B, N) bfloat16
-        return out.float() if self.bias is None else self.bias + out  # the sum promotes to float32
+        return cls(weight, scales.to(torch.bfloat16), _fbgemm_pack(weight, scales))
 
 
-def _fbgemm_pack(weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None) -> Any:
-    """``weight`` (int8 rows, ``scales`` per row) and ``bias`` packed for ``torch.ops.quantized.linear_dynamic``,
-    which quantizes the input vector too and multiplies in int8: the product alone ~3x ``_weight_int8pack_mm``'s
-    for one row on an AVX-512 CPU, generation 1.1x (one stream) to 3.4x (64) faster (bench/results/
+def _fbgemm_pack(weight: torch.Tensor, scales: torch.Tensor) -> Any:
+    """``weight`` (int8 rows, ``scales`` per row) packed for ``torch.ops.quantized.linear_dynamic``, which
+    quantizes the input vector too and multiplies in int8: the product alone ~3x ``_weight_int8pack_mm``'s for
+    one row on an AVX-512 CPU, generation 1.1x (one stream) to 3.4x (64) faster (bench/results/
     generation_bases.md). None where this torch has no fbgemm (or has dropped quantized tensors, which 2.13
     deprecates): the weight-only product serves then."""
     if "fbgemm" not in torch.backends.quantized.supported_engines:
@@ -70,23 +56,36 @@ def _fbgemm_pack(weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor 
             warnings.simplefilter("ignore", UserWarning)  # "quantized tensor creation functions are deprecated"
             zeros = torch.zeros(len(scales), dtype=torch.long)
             q = torch._make_per_channel_quantized_tensor(weight, scales.double(), zeros, 0)
-            return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float().contiguous())
+            return torch.ops.quantized.linear_prepack(q, None)
     except (AttributeError, RuntimeError):
         return None
+
+
+Matrix = torch.Tensor | Int8Matrix
 
 
 class CellWeights(NamedTuple):
     """What :meth:`RNNLanguageModel.step_cells` runs with, taken once per generation.
 
-    LSTM layers are ``(gates,)``: ``[w_ih | w_hh]`` (G, C_in + C) and ``b_ih + b_hh`` read with ``[x, h]`` in one
-    product (the first layer with a gate table: ``w_hh`` read with ``h`` alone, no bias). GRU layers are
-    ``(input, hidden)``: the reset gate scales the hidden part alone.
+    LSTM layers are ``(w, b)``: ``w = [w_ih | w_hh]`` (G, C_in + C) read with ``[x, h]`` in one product,
+    ``b = b_ih + b_hh`` (the first layer with a gate table: ``w_hh`` read with ``h`` alone, no bias).
+    GRU layers keep ``(w_ih, w_hh, b_ih, b_hh)``: the reset gate scales the hidden part alone.
     """
 
     table: torch.Tensor  # the embedding (V, C), or with gate_table the first layer's input gates (V, G), biases in
     gate_table: bool
-    layers: list[tuple[Affine, ...]]
-    head: Affine | None  # the linear head (float32); None: the adaptive head's log_prob
+    layers: list[tuple[Matrix, ...]]
+
+
+def _times(x: torch.Tensor, w: Matrix, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w.T + b`` in float32 (B, N); an int8 matrix quantizes ``x`` to int8 (fbgemm) or reads it in bfloat16."""
+    if isinstance(w, Int8Matrix) and w.packed is not None:
+        out = torch.ops.quantized.linear_dynamic(x, w.packed, REDUCE_RANGE)  # (B, N) float32
+        return out if b is None else out + b
+    if isinstance(w, Int8Matrix):
+        out = torch._weight_int8pack_mm(x.to(torch.bfloat16), w.weight, w.scales)  # (B, N) bfloat16
+        return out.float() if b is None else b + out  # the sum promotes to float32
+    return F.linear(x, w, b)
 
 
 class RNNLanguageModel(nn.Module):
@@ -152,22 +151,23 @@ class RNNLanguageModel(nn.Module):
         x = weights.table.index_select(0, token)  # (B, C), or the first layer's input gates (B, G)
         if self.config.kind == "lstm":
             cs, width = cells[1], self.config.n_embd
-            for layer, (affine,) in enumerate(weights.layers):
-                gates = (
-                    x + affine(hs[0]) if layer == 0 and table else affine(torch.cat([x, hs[layer]], dim=1))
-                )  # (B, 4C)
+            for layer, (w, *b) in enumerate(weights.layers):
+                if layer == 0 and table:
+                    gates = x + _times(hs[0], w)  # (B, 4C)
+                else:
+                    gates = _times(torch.cat([x, hs[layer]], dim=1), w, b[0])  # type: ignore[arg-type]
                 i, f, _, o = torch.sigmoid(gates).chunk(4, dim=1)
                 c = cs[layer] = torch.addcmul(f * cs[layer], i, gates[:, 2 * width : 3 * width].tanh())
                 x = hs[layer] = o * c.tanh()
         else:
-            for layer, (input_, hidden) in enumerate(weights.layers):
-                gi = x if layer == 0 and table else input_(x)  # (B, 3C)
+            for layer, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights.layers):
+                gi = x if layer == 0 and table else _times(x, w_ih, b_ih)  # type: ignore[arg-type]  # (B, 3C)
                 i_r, i_z, i_n = gi.chunk(3, dim=1)
-                h_r, h_z, h_n = hidden(hs[layer]).chunk(3, dim=1)
+                h_r, h_z, h_n = _times(hs[layer], w_hh, b_hh).chunk(3, dim=1)  # type: ignore[arg-type]
                 r, z = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
                 n = torch.tanh(i_n + r * h_n)
                 x = hs[layer] = n + z * (hs[layer] - n)  # (1 - z) * n + z * h
-        return self.output(x) if weights.head is None else weights.head(x)
+        return self.output(x)
 
     @torch.no_grad()
     def cell_weights(self, int8: bool = False) -> CellWeights:
@@ -175,7 +175,7 @@ class RNNLanguageModel(nn.Module):
 
         The first layer's input gates depend on the token alone, so with a small enough vocabulary they are
         one precomputed row per token (``embed @ w_ih.T + b_ih``: a lookup instead of a matrix product).
-        With ``int8`` the remaining cell matrices are stored in int8 (:meth:`Affine.int8`).
+        With ``int8`` the remaining cell matrices are stored in int8 (:class:`Int8Matrix`).
         """
         layers = [tuple(w) for w in self.rnn.all_weights]  # w_ih, w_hh, b_ih, b_hh per layer
         w_ih, w_hh, b_ih, b_hh = layers[0]
@@ -185,11 +185,10 @@ class RNNLanguageModel(nn.Module):
             table = torch.addmm(b_ih + b_hh if lstm else b_ih, self.embed.weight, w_ih.T)
         else:
             table = self.embed.weight  # (V, C)
-        affine = Affine.int8 if int8 else Affine.exact
-        head = None if isinstance(self.head, AdaptiveHead) else Affine.exact(self.head.weight, self.head.bias)
+        quantize: Callable[[torch.Tensor], Matrix] = Int8Matrix.of if int8 else (lambda w: w)
         if not lstm:
-            return CellWeights(table, gate_table, [(affine(a, c), affine(b, d)) for a, b, c, d in layers], head)
-        joined: list[tuple[Affine, ...]] = [(affine(torch.cat([a, b], dim=1), c + d),) for a, b, c, d in layers]
+            return CellWeights(table, gate_table, [(quantize(a), quantize(b), c, d) for a, b, c, d in layers])
+        joined: list[tuple[Matrix, ...]] = [(quantize(torch.cat([a, b], dim=1)), c + d) for a, b, c, d in layers]
         if gate_table:
-            joined[0] = (affine(w_hh),)
-        return CellWeights(table, gate_table, joined, head)
+            joined[0] = (quantize(w_hh),)
+        return CellWeights(table, gate_table, joined)
