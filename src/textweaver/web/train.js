@@ -226,8 +226,8 @@ async function train({ config, budgetSeconds, weights }) {
 
   // the best weights, in the float32 buffer's layout (each tensor at its offset); null: none beat the start
   const result = best.step ? new ArrayBuffer(size) : null;
-  for (const p of result ? layout : []) {
-    new Float32Array(result, p.offset, p.bytes / 4).set(best.params[`p.${p.name}`].data);
+  if (result) {
+    for (const p of layout) new Float32Array(result, p.offset, p.bytes / 4).set(best.params[`p.${p.name}`].data);
   }
   self.postMessage({
     type: "done", weights: result, steps: step, bestStep: best.step, seconds, valLoss: best.valLoss,

@@ -64,8 +64,8 @@ async function load(config) {
   self.postMessage({ type: "loaded", seconds: (performance.now() - start) / 1000, bytes, modelBytes: model.length });
 }
 
-// generate.onnx keeps its weights outside the graph (ONNX external data named config.train.buffer): a new session over
-// the new weights replaces the generating one.
+// generate.onnx keeps its weights outside the graph (ONNX external data, named config.train.buffer): a new
+// session over the new weights replaces the generating one.
 async function useWeights({ config, weights }) {
   if (!exported) throw new Error("load the model first");
   const previous = tuned;
