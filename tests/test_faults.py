@@ -132,8 +132,10 @@ def test_kill_9_at_any_moment_leaves_a_loadable_run_that_resumes(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_and_sigterm_save_a_checkpoint_exit_0_and_print_the_resume_hint(tmp_path: Path, sig: int) -> None:
+    """The checkpoint is written at once, before any evaluation: a stop asked for is answered first (a service
+    manager's grace period before SIGKILL can be shorter than an evaluation of a large model)."""
     out = tmp_path / "run"
-    proc = start(out, "--max-time", "5m")
+    proc = start(out, "--max-time", "5m", "--eval-every", "100000")  # no evaluation falls due by itself
     assert proc.stderr is not None
     for line in proc.stderr:  # wait until training has started
         if "parameters" in line:
@@ -144,6 +146,9 @@ def test_ctrl_c_and_sigterm_save_a_checkpoint_exit_0_and_print_the_resume_hint(t
     assert proc.wait(timeout=60) == 0, err
     assert "checkpoint saved" in err and "--resume" in err and "Traceback" not in err
     assert steps_in(out) > 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == steps_in(out)
+    assert not [r for r in records if r.get("val_loss") is not None], "evaluated before stopping"
 
 
 def _limit_file_size() -> None:

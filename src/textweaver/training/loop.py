@@ -95,8 +95,8 @@ def train(
 
 
 def _loop(t: Trainer, progress: bool) -> str:
-    """Step until a budget, --patience or a signal stops the run; then evaluate (or save) once more.
-    Returns why it stopped."""
+    """Step until a budget, --patience or a signal stops the run; then evaluate (or save) once more, or on a
+    signal only save (a stop asked for is answered first). Returns why it stopped."""
     s, config, train_tokens = t.state, t.config, len(t.data.train)
     assert config.lr is not None and config.warmup_steps is not None  # set up by the recipe
     stop = StopFlag()
@@ -123,7 +123,9 @@ def _loop(t: Trainer, progress: bool) -> str:
                 since_eval, eval_cost = s.elapsed(), time.monotonic() - started
             elif checkpoint_due:
                 t.trigger("checkpoint")
-        if stopped != "already-complete" and s.last_eval_step != s.step:
+        if stopped == "interrupted":  # saved at once: the next evaluation is the resumed run's
+            t.trigger("checkpoint")
+        elif stopped != "already-complete" and s.last_eval_step != s.step:
             _evaluate(t)
         elif stopped != "already-complete":
             t.trigger("checkpoint")
