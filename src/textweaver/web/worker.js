@@ -119,7 +119,7 @@ async function generate({ prompt, length, temperature, topK, topP, repetitionPen
   let logits = await stepper.prefill(ids);
   const start = performance.now();
   let pending = "";
-  let lastFlush = start;
+  let lastFlush = start - FLUSH_MS; // the first token is shown at once, and a stop can come in after it
   let tokens = 0;
   const flush = () => {
     const seconds = (performance.now() - start) / 1000;
