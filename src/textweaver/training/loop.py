@@ -123,12 +123,11 @@ def _loop(t: Trainer, progress: bool) -> str:
                 since_eval, eval_cost = s.elapsed(), time.monotonic() - started
             elif checkpoint_due:
                 t.trigger("checkpoint")
-        if stopped == "interrupted":  # saved at once: the next evaluation is the resumed run's
-            t.trigger("checkpoint")
-        elif stopped != "already-complete" and s.last_eval_step != s.step:
-            _evaluate(t)
-        elif stopped != "already-complete":
-            t.trigger("checkpoint")
+        if stopped != "already-complete":
+            if stopped != "interrupted" and s.last_eval_step != s.step:
+                _evaluate(t)  # scores and saves
+            else:  # evaluated at this step already, or interrupted: saved at once, the resumed run evaluates next
+                t.trigger("checkpoint")
     return stopped
 
 
